@@ -1,0 +1,846 @@
+"""Typed settings of the whole engine: one frozen pydantic model per engine.toml table.
+
+Why this module exists: every component reads its settings from here, already validated, so no
+component parses strings or re-checks ranges, and `engine.toml` has a JSON Schema for editors.
+
+Trade-offs made:
+- Every model is frozen and forbids unknown keys: a typo is an error at start-up, not a silently
+  ignored setting, and a config cannot change under a running engine. List and dict fields stay
+  `list`/`dict` (not tuples) because that is what TOML produces and what readers expect; treat
+  them as read-only.
+- Every section has production defaults, so an empty file is a valid config; only what differs
+  from the defaults needs to be written down.
+- Lax (not strict) pydantic mode: TOML already types its values, and lax mode is what turns a TOML
+  string into a `Path`, an enum or a `date`. NaN and infinity are rejected everywhere.
+- Secrets are `SecretStr` fields (see :func:`is_secret_field`). They are redacted by repr, str and
+  JSON dumps; the loader accepts them only from environment variables.
+- Cross-field checks raise one error type, ``config_problems``, whose context carries the key
+  paths (relative to the model) and messages. That lets one validator report several problems
+  (every duplicate name, not just the first) and point at the exact field rather than the
+  enclosing table; the loader expands it, and a direct `ValidationError` still reads well.
+- Relative paths (`run_dir`, replay files, CA files) are kept as written; the engine resolves
+  them against its working directory. Resolving them here would make the config hash depend on
+  where the checkout lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from config.enums import ClockKind, OverflowPolicy, TradingMode
+from contracts import Horizon
+
+ENV_PREFIX = "TRADEENGINE"
+"""Environment variables overriding settings are named ``TRADEENGINE__SECTION__KEY...``."""
+
+ENV_SEPARATOR = "__"
+
+PROBLEMS_ERROR_TYPE = "config_problems"
+"""Error type of cross-field problems; ``ctx["items"]`` holds ``((relative_loc, message), ...)``."""
+
+CUSTOM_ERROR_PREFIX = "config_"
+"""Errors raised by this package carry complete messages; the loader adds nothing to them."""
+
+AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+KAFKA_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+
+_SECRET_SCHEMA: dict[str, Any] = {"secret": True, "envOnly": True}
+"""JSON Schema marker of a secret: editors and doc generators can tell users to use the env."""
+
+Loc = tuple[str | int, ...]
+
+
+def env_var_name(path: Iterable[str | int]) -> str:
+    """The environment variable that sets the value at `path`, e.g. ``TRADEENGINE__RISK__X``."""
+    return ENV_SEPARATOR.join([ENV_PREFIX, *(str(part).upper() for part in path)])
+
+
+def is_secret_field(field: FieldInfo) -> bool:
+    """True for fields that hold a secret: typed `SecretStr` or marked ``secret`` in the schema.
+
+    Detection by type as well as by marker means a `SecretStr` field added later is env-only
+    and redacted without anyone remembering the marker.
+    """
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and extra.get("secret") is True:
+        return True
+    return _mentions_secret_type(field.annotation)
+
+
+def _mentions_secret_type(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_mentions_secret_type(arg) for arg in getattr(annotation, "__args__", ()))
+
+
+def problems(*items: tuple[Loc, str]) -> PydanticCustomError:
+    """Build the error that reports one or more problems at paths relative to the model."""
+    # The template must not contain "{items}": pydantic substitutes context keys into it.
+    text = "; ".join(f"{'.'.join(map(str, loc)) or '<self>'}: {msg}" for loc, msg in items)
+    return PydanticCustomError(PROBLEMS_ERROR_TYPE, text, {"items": tuple(items)})
+
+
+def _duplicates(names: list[str | None], what: str) -> list[tuple[Loc, str]]:
+    """One problem per repeated name, each naming the index of the first use."""
+    first_index: dict[str, int] = {}
+    found: list[tuple[Loc, str]] = []
+    for index, name in enumerate(names):
+        if name is None:
+            continue
+        if name in first_index:
+            found.append(
+                (
+                    (index, "name"),
+                    f"duplicate {what} name {name!r} "
+                    f"(already used by {what}s[{first_index[name]}])",
+                )
+            )
+        else:
+            first_index[name] = index
+    return found
+
+
+def _validate_unique_names(value: Any, handler: ValidatorFunctionWrapHandler, what: str) -> Any:
+    """Validate a list of named tables and report duplicate names even when items are invalid.
+
+    A wrap validator looks at the raw names, so one load reports a duplicate name together with
+    the other problems of the list instead of only after they are fixed.
+    """
+    raw = value if isinstance(value, list) else []
+    names = [
+        item.get("name") if isinstance(item, dict) else getattr(item, "name", None) for item in raw
+    ]
+    duplicates = _duplicates([name if isinstance(name, str) else None for name in names], what)
+    try:
+        validated = handler(value)
+    except ValidationError as exc:
+        if not duplicates:
+            raise
+        merged: list[InitErrorDetails] = [_as_init_error(error) for error in exc.errors()]
+        merged += [
+            InitErrorDetails(type=problems(((), message)), loc=loc, input=None)
+            for loc, message in duplicates
+        ]
+        raise ValidationError.from_exception_data(exc.title, merged) from None
+    if duplicates:
+        raise problems(*duplicates)
+    return validated
+
+
+def _as_init_error(error: ErrorDetails) -> InitErrorDetails:
+    """Turn a reported error back into one that can be raised again (custom types rebuilt)."""
+    kind: str | PydanticCustomError = error["type"]
+    if error["type"].startswith(CUSTOM_ERROR_PREFIX):
+        kind = PydanticCustomError(error["type"], error["msg"], error.get("ctx"))
+    details = InitErrorDetails(type=kind, loc=error["loc"], input=error["input"])
+    if "ctx" in error and not isinstance(kind, PydanticCustomError):
+        details["ctx"] = error["ctx"]
+    return details
+
+
+def _check_pattern(value: str, pattern: str, what: str) -> str:
+    if re.fullmatch(pattern, value) is None:
+        raise PydanticCustomError("config_pattern", f"{what} (got {json.dumps(value)})")
+    return value
+
+
+class ConfigModel(BaseModel):
+    """Base of every settings model: frozen, unknown keys rejected, finite floats only."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        # Attribute docstrings become field descriptions in the JSON Schema.
+        use_attribute_docstrings=True,
+    )
+
+
+# --------------------------------------------------------------------------------------- engine
+
+
+class EngineSectionConfig(ConfigModel):
+    """The ``[engine]`` table: identity of the run, trading mode, clock and determinism."""
+
+    name: str = Field(default="tradeengine", min_length=1)
+    """Name of this engine instance; appears in logs, metrics and the journal."""
+    mode: TradingMode = TradingMode.PAPER
+    """Where orders go: ``paper`` (simulated fills) or ``live``."""
+    clock: ClockKind = ClockKind.REPLAY
+    """Where time comes from: the replayed data (``replay``) or the wall clock (``live``)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of every random generator (ids, fill model); same seed + data = same decisions."""
+    run_dir: Path = Path("runs")
+    """Directory for the journal, decision logs and other artefacts of a run."""
+
+    @model_validator(mode="after")
+    def _live_trading_needs_live_clock(self) -> EngineSectionConfig:
+        # Live orders timestamped by a replay clock would be nonsense; paper trading on either
+        # clock is fine (paper on live data is the usual dress rehearsal).
+        if self.mode is TradingMode.LIVE and self.clock is not ClockKind.LIVE:
+            raise problems(
+                (("clock",), f"mode = 'live' requires clock = 'live' (got {self.clock.value!r})")
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------------ bus
+
+
+class BusConfig(ConfigModel):
+    """The ``[bus]`` table: defaults of every subscription's bounded mailbox."""
+
+    default_capacity: int = Field(default=1024, gt=0)
+    """Mailbox size of a subscription that does not set its own. Never unbounded."""
+    default_policy: OverflowPolicy = OverflowPolicy.BLOCK
+    """What a full mailbox does: ``block`` (backpressure), ``drop_oldest`` or ``conflate``."""
+    batch_size: int = Field(default=256, gt=0)
+    """Largest number of messages a subscriber drains from its mailbox in one go."""
+
+
+# ----------------------------------------------------------------------------------- supervisor
+
+
+class SupervisorConfig(ConfigModel):
+    """The ``[supervisor]`` table: restart, quarantine and time budget of agents."""
+
+    backoff_initial_s: float = Field(default=0.05, gt=0)
+    """Delay before the first restart of a failed agent."""
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    """Upper bound of the restart delay; must be >= backoff_initial_s."""
+    backoff_multiplier: float = Field(default=2.0, ge=1)
+    """Factor applied to the delay after each consecutive failure."""
+    max_failures: int = Field(default=5, ge=1)
+    """Failures within `failure_window` handled messages that quarantine an agent."""
+    failure_window: int = Field(default=100, ge=1)
+    """Number of most recent handled messages in which failures are counted. Counted in messages,
+    not seconds, so the replay speed does not change which agents get quarantined."""
+    handler_budget_ms: float = Field(default=250.0, gt=0)
+    """A hook running longer than this is reported (not cancelled)."""
+    stop_timeout_s: float = Field(default=5.0, gt=0)
+    """How long `on_stop` may take at shutdown before the agent task is cancelled."""
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SupervisorConfig:
+        found: list[tuple[Loc, str]] = []
+        if self.backoff_max_s < self.backoff_initial_s:
+            found.append(
+                (
+                    ("backoff_max_s",),
+                    f"must be >= backoff_initial_s ({self.backoff_initial_s}) "
+                    f"(got {self.backoff_max_s})",
+                )
+            )
+        if self.failure_window < self.max_failures:
+            found.append(
+                (
+                    ("failure_window",),
+                    f"must be >= max_failures ({self.max_failures}) (got {self.failure_window})",
+                )
+            )
+        if found:
+            raise problems(*found)
+        return self
+
+
+# --------------------------------------------------------------------------------------- agents
+
+
+class AgentConfig(ConfigModel):
+    """One ``[[agents]]`` table: which plugin to load and how to host it."""
+
+    name: str = Field(json_schema_extra={"pattern": AGENT_NAME_PATTERN})
+    """Unique agent name (lower-case snake_case); used in topics, logs and metrics."""
+    path: str | None = Field(default=None, json_schema_extra={"pattern": IMPORT_PATH_PATTERN})
+    """Import path of the Agent class, ``package.module:ClassName``."""
+    entry_point: str | None = Field(default=None, min_length=1)
+    """Name of an entry point in the ``tradeengine.agents`` group (alternative to `path`)."""
+    enabled: bool = True
+    """A disabled agent is validated but not started."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Plugin parameters; validated by the engine against the plugin's own params model."""
+    subscriptions: list[str] | None = None
+    """Topic patterns replacing the plugin's default subscriptions (``*`` one segment,
+    ``>`` the rest)."""
+    mailbox_capacity: int | None = Field(default=None, gt=0)
+    """Mailbox size for this agent; default `bus.default_capacity`."""
+    mailbox_policy: OverflowPolicy | None = None
+    """Overflow policy for this agent; default `bus.default_policy`."""
+    handler_budget_ms: float | None = Field(default=None, gt=0)
+    """Time budget of one hook call; default `supervisor.handler_budget_ms`."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _check_pattern(
+            value,
+            AGENT_NAME_PATTERN,
+            "must be lower-case letters, digits and '_', start with a letter, at most 64 chars",
+        )
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return _check_pattern(value, IMPORT_PATH_PATTERN, "must look like 'package.module:Class'")
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _check_subscriptions(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or ():
+            segments = pattern.split(".")
+            if any(not s or any(c.isspace() for c in s) for s in segments) or (
+                ">" in segments[:-1]
+            ):
+                raise PydanticCustomError(
+                    "config_pattern",
+                    "topic patterns are dot-separated non-empty segments, '>' only last "
+                    f"(got {json.dumps(pattern)})",
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_origin(self) -> AgentConfig:
+        if self.path is not None and self.entry_point is not None:
+            raise problems((("entry_point",), "set either path or entry_point, not both"))
+        if self.path is None and self.entry_point is None:
+            raise problems(((), "one of path ('package.module:Class') or entry_point is required"))
+        return self
+
+
+# -------------------------------------------------------------------------------------- sources
+
+
+class ReplaySourceConfig(ConfigModel):
+    """A historical replay of bars or macro observations from files."""
+
+    kind: Literal["replay"]
+    name: str = Field(min_length=1)
+    """Unique source name."""
+    paths: list[Path] = Field(min_length=1)
+    """Files to replay (CSV/Parquet); merged in event-time order."""
+    layout: Literal["auto", "wide", "long"] = "auto"
+    """``wide``: one column per symbol; ``long``: one row per (time, symbol); ``auto``: detect."""
+    data: Literal["bars", "macro"] = "bars"
+    """What the files hold: OHLCV bars or macro series observations."""
+    symbols: list[str] | None = None
+    """Replay only these symbols (default: every symbol in the files)."""
+    start: date | None = None
+    """First day replayed (inclusive)."""
+    end: date | None = None
+    """Last day replayed (inclusive); must be >= start."""
+    speed: float | None = Field(default=None, gt=0)
+    """Multiple of real time (1.0 = real time); unset = as fast as possible."""
+    currency: str = Field(default="USD", pattern=CURRENCY_PATTERN)
+    """Currency the prices are quoted in."""
+
+    @model_validator(mode="after")
+    def _check_dates(self) -> ReplaySourceConfig:
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise problems(
+                (("end",), f"must be >= start ({self.start.isoformat()}) (got {self.end})")
+            )
+        return self
+
+
+class PolygonSourceConfig(ConfigModel):
+    """Live bars polled from Polygon.io."""
+
+    kind: Literal["polygon"]
+    name: str = Field(min_length=1)
+    symbols: list[str] = Field(min_length=1)
+    api_key: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
+    """API key; environment only (``TRADEENGINE__SOURCES__<i>__API_KEY``)."""
+    base_url: str = "https://api.polygon.io"
+    poll_interval_s: float = Field(default=60.0, gt=0)
+
+
+class FredSourceConfig(ConfigModel):
+    """Macro series from the St. Louis Fed's FRED API."""
+
+    kind: Literal["fred"]
+    name: str = Field(min_length=1)
+    series: list[str] = Field(min_length=1)
+    """FRED series ids, e.g. ``DGS10``."""
+    api_key: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
+    """API key; environment only (``TRADEENGINE__SOURCES__<i>__API_KEY``)."""
+    base_url: str = "https://api.stlouisfed.org/fred"
+    poll_interval_s: float = Field(default=3600.0, gt=0)
+
+
+class RedditSourceConfig(ConfigModel):
+    """Posts from subreddits, as SocialPost events."""
+
+    kind: Literal["reddit"]
+    name: str = Field(min_length=1)
+    subreddits: list[str] = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
+    """OAuth client secret; environment only (``TRADEENGINE__SOURCES__<i>__CLIENT_SECRET``)."""
+    user_agent: str = Field(min_length=1)
+    """Reddit requires a unique, descriptive user agent, so there is no default."""
+    poll_interval_s: float = Field(default=60.0, gt=0)
+
+
+SourceConfig = Annotated[
+    ReplaySourceConfig | PolygonSourceConfig | FredSourceConfig | RedditSourceConfig,
+    Field(discriminator="kind"),
+]
+"""One ``[[sources]]`` table; `kind` selects the model."""
+
+
+# -------------------------------------------------------------------------------------- blender
+
+
+class LightGBMConfig(ConfigModel):
+    """The ``[blender.lightgbm]`` table: the quantile meta-model."""
+
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95], min_length=1
+    )
+    """Quantiles predicted, each in (0, 1), strictly increasing."""
+    calibration: Literal["isotonic", "conformal"] = "conformal"
+    min_train_samples: int = Field(default=500, ge=1)
+    """Precision weighting is used until this many labelled samples exist."""
+    retrain_every: int = Field(default=21, ge=1)
+    """Retrain after this many steps."""
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    n_estimators: int = Field(default=200, ge=1)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _strictly_increasing(cls, value: list[float]) -> list[float]:
+        for index, (low, high) in enumerate(itertools.pairwise(value)):
+            if high <= low:
+                raise PydanticCustomError(
+                    "config_order",
+                    f"must be strictly increasing (got {high} after {low} at index {index + 1})",
+                )
+        return value
+
+
+class BlenderConfig(ConfigModel):
+    """The ``[blender]`` table: how signals of one (symbol, step) become an Opportunity."""
+
+    policy: Literal["precision", "lightgbm", "passthrough"] = "precision"
+    common_horizon: Horizon = Horizon.D1
+    """Horizon every signal is rescaled to before blending."""
+    min_signals: int = Field(default=1, ge=1)
+    """Fewer signals than this for a symbol in a step produce no Opportunity."""
+    step_deadline_s: float = Field(default=5.0, gt=0)
+    """Live mode: a step closes this long after its watermark even if agents are late."""
+    lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
+
+
+# ------------------------------------------------------------------------------------- selector
+
+
+class BanditConfig(ConfigModel):
+    """The ``[selector.bandit]`` table: a slate bandit learning from realized outcomes."""
+
+    enabled: bool = False
+    exploration: float = Field(default=0.1, ge=0, le=1)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+
+
+class SelectorConfig(ConfigModel):
+    """The ``[selector]`` table: diversified top-K of a step's opportunities."""
+
+    policy: Literal["dpp", "penalty", "all"] = "penalty"
+    top_k: int = Field(default=5, ge=1)
+    correlation_penalty: float = Field(default=0.5, ge=0)
+    correlation_lookback: int = Field(default=60, ge=2)
+    """Returns (steps) used to estimate correlations."""
+    bandit: BanditConfig = Field(default_factory=BanditConfig)
+
+
+# ----------------------------------------------------------------------------------------- risk
+
+
+class RiskConfig(ConfigModel):
+    """The ``[risk]`` table: position sizing, CVaR limits and drawdown states."""
+
+    sizing: Literal["risk_budget", "fixed_fraction"] = "risk_budget"
+    risk_per_trade: float = Field(default=0.01, gt=0, le=0.1)
+    """Fraction of equity lost if the stop is hit, fees included (risk_budget sizing)."""
+    fixed_fraction: float = Field(default=0.1, gt=0, le=1)
+    """Fraction of equity per position (fixed_fraction sizing)."""
+    stop_sigma_k: float = Field(default=2.0, gt=0)
+    """Stop distance in forecast sigmas."""
+    max_positions: int = Field(default=5, gt=0)
+    max_weight: float = Field(default=0.25, gt=0, le=1)
+    """Largest position as a fraction of equity."""
+    min_order_notional: float = Field(default=10.0, ge=0)
+    """Smaller orders are denied (fees would dominate)."""
+    fractional_shares: bool = True
+    cvar_alpha: float = Field(default=0.975, gt=0.5, lt=1)
+    max_position_cvar: float = Field(default=0.02, gt=0, le=1)
+    """Largest CVaR of one position, as a fraction of equity."""
+    max_portfolio_cvar: float = Field(default=0.05, gt=0, le=1)
+    """Largest CVaR of the portfolio, as a fraction of equity."""
+    reduce_at_drawdown: float = Field(default=0.10, gt=0, lt=1)
+    """Drawdown from peak equity that switches to REDUCING (no new risk)."""
+    halt_at_drawdown: float = Field(default=0.20, gt=0, le=1)
+    """Drawdown from peak equity that switches to HALTED; must be > reduce_at_drawdown."""
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> RiskConfig:
+        found: list[tuple[Loc, str]] = []
+        if self.halt_at_drawdown <= self.reduce_at_drawdown:
+            found.append(
+                (
+                    ("halt_at_drawdown",),
+                    f"must be > reduce_at_drawdown ({self.reduce_at_drawdown}) "
+                    f"(got {self.halt_at_drawdown})",
+                )
+            )
+        if self.max_portfolio_cvar < self.max_position_cvar:
+            found.append(
+                (
+                    ("max_portfolio_cvar",),
+                    f"must be >= max_position_cvar ({self.max_position_cvar}) "
+                    f"(got {self.max_portfolio_cvar})",
+                )
+            )
+        if found:
+            raise problems(*found)
+        return self
+
+
+# ------------------------------------------------------------------------------------ execution
+
+
+class FxConfig(ConfigModel):
+    """The ``[execution.fx]`` table: conversion between USD prices and the account currency."""
+
+    rate: float = Field(default=1.08, gt=0)
+    """USD per 1 unit of the account currency (EURUSD for a EUR account)."""
+    series: str | None = None
+    """Macro series that updates the rate during a run (e.g. ``DEXUSEU``); unset = fixed."""
+
+
+class FeesConfig(ConfigModel):
+    """The ``[execution.fees]`` table: fee per order = max(minimum, fixed + bps * notional)."""
+
+    fixed: float = Field(default=1.0, ge=0)
+    bps: float = Field(default=0.0, ge=0)
+    minimum: float = Field(default=1.0, ge=0)
+    currency: str = Field(default="EUR", pattern=CURRENCY_PATTERN)
+
+
+class JournalConfig(ConfigModel):
+    """The ``[execution.journal]`` table: the SQLite journal that lets a paper account resume."""
+
+    enabled: bool = True
+    batch_size: int = Field(default=256, gt=0)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+
+
+class ExecutionConfig(ConfigModel):
+    """The ``[execution]`` table: venue, account and the paper broker's cost model."""
+
+    venue: Literal["paper"] = "paper"
+    account_currency: str = Field(default="EUR", pattern=CURRENCY_PATTERN)
+    initial_cash: float = Field(default=500.0, gt=0)
+    """Starting cash of a new paper account, in the account currency."""
+    fx: FxConfig = Field(default_factory=FxConfig)
+    slippage_bps: float = Field(default=5.0, ge=0)
+    fees: FeesConfig = Field(default_factory=FeesConfig)
+    latency_ms: float = Field(default=0.0, ge=0)
+    """Simulated delay between an order and its fill."""
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+
+    @model_validator(mode="after")
+    def _usd_account_has_no_fx(self) -> ExecutionConfig:
+        # The rate is USD per account unit; for a USD account anything but 1 silently misprices
+        # every order, which is worse than an error.
+        if self.account_currency == "USD" and self.fx.rate != 1.0:
+            raise problems(
+                (("fx", "rate"), f"must be 1.0 when account_currency is 'USD' (got {self.fx.rate})")
+            )
+        return self
+
+
+# -------------------------------------------------------------------------------- feature store
+
+
+class RedisConfig(ConfigModel):
+    """The ``[feature_store.redis]`` table."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    """``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, without a password."""
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, json_schema_extra=_SECRET_SCHEMA)
+    """Environment only: ``TRADEENGINE__FEATURE_STORE__REDIS__PASSWORD``."""
+    tls: bool = False
+    ca_file: Path | None = None
+    pool_size: int = Field(default=16, ge=1)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    on_unavailable: Literal["fail", "degraded"] = "fail"
+    """``fail``: stop the engine; ``degraded``: serve from the near cache and count misses."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise PydanticCustomError(
+                "config_url",
+                f"must be a redis://, rediss:// or unix:// URL (got {json.dumps(value)})",
+            )
+        if parts.password is not None:
+            # Echo the URL with the password masked, so the user can find it but logs stay clean.
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            user = parts.username or ""
+            redacted = urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+            env = env_var_name(("feature_store", "redis", "password"))
+            raise PydanticCustomError(
+                "config_url",
+                f"must not embed a password; set {env} instead (got {json.dumps(redacted)})",
+            )
+        return value
+
+
+class NearCacheConfig(ConfigModel):
+    """The ``[feature_store.near_cache]`` table: in-process cache kept fresh by Redis tracking."""
+
+    enabled: bool = False
+    max_entries: int = Field(default=100_000, ge=1)
+    fallback_ttl_s: float = Field(default=1.0, gt=0)
+    """TTL of cached entries while invalidation messages are not flowing."""
+
+
+class DriftConfig(ConfigModel):
+    """The ``[feature_store.drift]`` table: distribution drift of stored features."""
+
+    enabled: bool = True
+    window: int = Field(default=500, ge=2)
+    """Recent values compared with the reference distribution."""
+    psi_threshold: float = Field(default=0.2, gt=0)
+    ks_threshold: float = Field(default=0.1, gt=0, lt=1)
+
+
+class FeatureStoreConfig(ConfigModel):
+    """The ``[feature_store]`` table: the one async client shared by all stages."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    namespace: str = Field(default="tradeengine", pattern=r"^[A-Za-z0-9_.:-]+$")
+    """Key prefix, so several engines can share one Redis."""
+    default_ttl_s: float | None = Field(default=None, gt=0)
+    """TTL of feature values that do not set one; unset = no expiry."""
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    near_cache: NearCacheConfig = Field(default_factory=NearCacheConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+
+# ---------------------------------------------------------------------------------------- kafka
+
+
+class KafkaEgressRoute(ConfigModel):
+    """Bus topics matching `bus_pattern` are produced to Kafka topic `topic`."""
+
+    bus_pattern: str = Field(min_length=1)
+    topic: str = Field(pattern=KAFKA_TOPIC_PATTERN)
+
+
+class KafkaIngressRoute(ConfigModel):
+    """Records of Kafka topic `topic` are published on the bus under `bus_prefix`."""
+
+    topic: str = Field(pattern=KAFKA_TOPIC_PATTERN)
+    bus_prefix: str = Field(min_length=1)
+
+
+class KafkaTopicConfig(ConfigModel):
+    """A topic the bridge creates when `auto_create_topics` is on."""
+
+    name: str = Field(pattern=KAFKA_TOPIC_PATTERN)
+    partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int | None = Field(default=None, ge=-1)
+    """-1 = keep forever; unset = broker default."""
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+
+
+class KafkaConfig(ConfigModel):
+    """The ``[kafka]`` table: the optional bridge between the bus and Kafka."""
+
+    enabled: bool = False
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    client_id: str = Field(default="tradeengine", min_length=1)
+    group_id: str = Field(default="tradeengine", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(default=None, json_schema_extra=_SECRET_SCHEMA)
+    """Environment only: ``TRADEENGINE__KAFKA__SASL_PASSWORD``."""
+    ssl_cafile: Path | None = None
+    egress: list[KafkaEgressRoute] = Field(default_factory=list)
+    ingress: list[KafkaIngressRoute] = Field(default_factory=list)
+    dead_letter_topic: str = Field(default="tradeengine.dlq", pattern=KAFKA_TOPIC_PATTERN)
+    auto_create_topics: bool = False
+    topics: list[KafkaTopicConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaConfig:
+        # Only an enabled bridge needs credentials: a disabled [kafka] table must not force
+        # developers to export a password they never use.
+        if not self.enabled:
+            return self
+        found: list[tuple[Loc, str]] = []
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        if self.sasl_mechanism is not None and not uses_sasl:
+            found.append(
+                (
+                    ("security_protocol",),
+                    f"must be SASL_PLAINTEXT or SASL_SSL when sasl_mechanism is set "
+                    f"(got {self.security_protocol!r})",
+                )
+            )
+        if uses_sasl and self.sasl_mechanism is None:
+            found.append((("sasl_mechanism",), f"required by {self.security_protocol}"))
+        if self.sasl_mechanism is not None:
+            if self.sasl_username is None:
+                found.append((("sasl_username",), "required when sasl_mechanism is set"))
+            if self.sasl_password is None:
+                env = env_var_name(("kafka", "sasl_password"))
+                found.append(
+                    (("sasl_password",), f"required when sasl_mechanism is set; set {env}")
+                )
+        seen: dict[str, int] = {}
+        for index, topic in enumerate(self.topics):
+            if topic.name in seen:
+                found.append(
+                    (
+                        ("topics", index, "name"),
+                        f"duplicate topic {topic.name!r} (already topics[{seen[topic.name]}])",
+                    )
+                )
+            seen.setdefault(topic.name, index)
+        if found:
+            raise problems(*found)
+        return self
+
+
+# ------------------------------------------------------------------------------------ telemetry
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class MetricsConfig(ConfigModel):
+    """The ``[telemetry.metrics]`` table: Prometheus ``/metrics``, ``/healthz``, ``/readyz``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Loopback by default: exposing metrics beyond the host is an explicit choice."""
+    port: int = Field(default=9464, ge=0, le=65535)
+    """0 = any free port (tests)."""
+
+
+class TracingConfig(ConfigModel):
+    """The ``[telemetry.tracing]`` table: OpenTelemetry spans from signal to fill."""
+
+    enabled: bool = True
+    sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    otlp_endpoint: str | None = None
+    """OTLP collector endpoint; unset = spans stay in-process (logs carry the trace ids)."""
+
+
+class TelemetryConfig(ConfigModel):
+    """The ``[telemetry]`` table: logging, metrics and tracing."""
+
+    log_level: LogLevel = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: console in a terminal, JSON otherwise."""
+    component_levels: dict[str, LogLevel] = Field(default_factory=dict)
+    """Per-logger overrides, e.g. ``{ "engine.bus" = "debug" }``."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+
+# ----------------------------------------------------------------------------------------- root
+
+
+class EngineConfig(ConfigModel):
+    """The whole of engine.toml. Build it with `config.load_config`, not by hand."""
+
+    engine: EngineSectionConfig = Field(default_factory=EngineSectionConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    blender: BlenderConfig = Field(default_factory=BlenderConfig)
+    selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @field_validator("agents", mode="wrap")
+    @classmethod
+    def _unique_agent_names(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _validate_unique_names(value, handler, "agent")
+
+    @field_validator("sources", mode="wrap")
+    @classmethod
+    def _unique_source_names(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _validate_unique_names(value, handler, "source")
+
+    def canonical_json(self) -> str:
+        """The config as canonical JSON (sorted keys, no whitespace), secret fields left out.
+
+        Secrets are omitted rather than masked, so setting or rotating a password does not
+        change the hash of an otherwise identical config.
+        """
+        public = _without_secrets(self, self.model_dump(mode="json"))
+        return json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def config_hash(self) -> str:
+        """SHA-256 (hex) of :meth:`canonical_json`; recorded in every DecisionLog."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def _without_secrets(value: Any, dumped: Any) -> Any:
+    """`dumped` (a JSON dump of `value`) with every secret field removed, walking both at once."""
+    if isinstance(value, BaseModel):
+        return {
+            name: _without_secrets(getattr(value, name), dumped[name])
+            for name, field in type(value).model_fields.items()
+            if not is_secret_field(field)
+        }
+    if isinstance(value, list | tuple):
+        return [_without_secrets(item, out) for item, out in zip(value, dumped, strict=True)]
+    if isinstance(value, dict):
+        return {key: _without_secrets(item, dumped[key]) for key, item in value.items()}
+    return dumped
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of engine.toml (validation mode; secrets marked ``"secret": true``)."""
+    return EngineConfig.model_json_schema()
