@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -242,6 +243,8 @@ class SupervisorConfig(ConfigModel):
     """A hook running longer than this is reported (not cancelled)."""
     stop_timeout_s: float = Field(default=5.0, gt=0)
     """How long `on_stop` may take at shutdown before the agent task is cancelled."""
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    """How long one `on_start` attempt may take; a timeout counts as a failure and is retried."""
 
     @model_validator(mode="after")
     def _check_ranges(self) -> SupervisorConfig:
@@ -335,11 +338,24 @@ class AgentConfig(ConfigModel):
 # -------------------------------------------------------------------------------------- sources
 
 
+def _check_source_name(value: str) -> str:
+    return _check_pattern(
+        value,
+        AGENT_NAME_PATTERN,
+        "must be lower-case letters, digits and '_', start with a letter, at most 64 chars "
+        "(it names the source's watermark topic)",
+    )
+
+
+SourceName = Annotated[str, AfterValidator(_check_source_name)]
+"""Unique source name; it appears in topics and in watermarks, hence the restricted alphabet."""
+
+
 class ReplaySourceConfig(ConfigModel):
     """A historical replay of bars or macro observations from files."""
 
     kind: Literal["replay"]
-    name: str = Field(min_length=1)
+    name: SourceName
     """Unique source name."""
     paths: list[Path] = Field(min_length=1)
     """Files to replay (CSV/Parquet); merged in event-time order."""
@@ -371,7 +387,7 @@ class PolygonSourceConfig(ConfigModel):
     """Live bars polled from Polygon.io."""
 
     kind: Literal["polygon"]
-    name: str = Field(min_length=1)
+    name: SourceName
     symbols: list[str] = Field(min_length=1)
     api_key: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
     """API key; environment only (``TRADEENGINE__SOURCES__<i>__API_KEY``)."""
@@ -383,7 +399,7 @@ class FredSourceConfig(ConfigModel):
     """Macro series from the St. Louis Fed's FRED API."""
 
     kind: Literal["fred"]
-    name: str = Field(min_length=1)
+    name: SourceName
     series: list[str] = Field(min_length=1)
     """FRED series ids, e.g. ``DGS10``."""
     api_key: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
@@ -396,7 +412,7 @@ class RedditSourceConfig(ConfigModel):
     """Posts from subreddits, as SocialPost events."""
 
     kind: Literal["reddit"]
-    name: str = Field(min_length=1)
+    name: SourceName
     subreddits: list[str] = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr = Field(min_length=1, json_schema_extra=_SECRET_SCHEMA)
