@@ -1,0 +1,203 @@
+"""The plugin API: subclass `Agent` to write an agent.
+
+An agent is a plugin coroutine hosted by the engine's event loop. It sees exactly four things of
+the engine: `self.clock`, `self.log`, `self.params` (its own validated, typed parameters) and
+`self.signal(...)` to emit a forecast (`self.features` arrives with the feature store). It never
+sees the bus, watermarks, other agents or the wall clock; the supervisor (`engine.supervisor`)
+feeds it events, publishes what it emits, and keeps it alive.
+
+Design choices:
+- Parameters are a pydantic model given as the generic argument (`Agent[MyParams]`), so a typo in
+  engine.toml fails at start-up with the key path, and the agent body is fully typed.
+- `signal()` validates immediately and queues the Signal in an outbox; the supervisor publishes
+  the outbox after the hook returns. Plugin code therefore never awaits the bus (no backpressure
+  surprises inside a hook), and a hook that raises half-way publishes nothing half-done.
+- A Signal inherits the trace id of the event being handled, so one trace follows a bar through
+  the signal to the order it caused.
+- Subscriptions default to the kinds of events whose hooks the subclass overrides.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contracts import (
+    Bar,
+    Contract,
+    Horizon,
+    IdGenerator,
+    MacroObservation,
+    Regime,
+    Signal,
+    SocialPost,
+    topics,
+)
+from engine.clock import Clock
+from engine.telemetry.logging import Logger
+
+
+class NoParams(BaseModel):
+    """Parameters of an agent that takes none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class InvalidSignalError(ValueError):
+    """A hook asked for a Signal that fails its contract; names the agent, symbol and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """What the engine hands an agent at construction. Built by the composition root."""
+
+    clock: Clock
+    log: Logger
+    ids: IdGenerator
+
+
+class Agent(Generic[P]):
+    """Base class of every agent plugin.
+
+    Subclass as ``class MyAgent(Agent[MyParams])`` (or ``Agent[NoParams]``) and override the
+    hooks you need. Constructors must not do I/O; do set-up in :meth:`on_start`.
+    """
+
+    params_model: ClassVar[type[BaseModel]] = NoParams
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Agent):
+                (arg,) = typing.get_args(base) or (None,)
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    cls.params_model = arg
+                elif arg is not None and not isinstance(arg, TypeVar):
+                    raise TypeError(
+                        f"{cls.__qualname__}: Agent[...] takes a pydantic model, got {arg!r}"
+                    )
+
+    def __init__(self, name: str, params: P, context: AgentContext) -> None:
+        self._name = name
+        self._params = params
+        self._context = context
+        self._log = context.log.bind(agent=name)
+        self._outbox: list[Signal] = []
+        self._current: Contract | None = None
+
+    # -- what the agent sees -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def params(self) -> P:
+        return self._params
+
+    @property
+    def clock(self) -> Clock:
+        return self._context.clock
+
+    @property
+    def log(self) -> Logger:
+        return self._log
+
+    def subscriptions(self) -> Sequence[str]:
+        """Topic patterns this agent consumes; by default, those its overridden hooks handle."""
+        cls = type(self)
+        patterns: list[str] = []
+        if cls.on_bar is not Agent.on_bar:
+            patterns.append(topics.ALL_BARS)
+        if cls.on_macro is not Agent.on_macro:
+            patterns.append(topics.ALL_MACRO)
+        if cls.on_post is not Agent.on_post:
+            patterns.append(topics.ALL_POSTS)
+        return patterns
+
+    def signal(
+        self,
+        symbol: str,
+        *,
+        mu: float,
+        sigma: float,
+        horizon: Horizon | str,
+        confidence: float,
+        regime: Regime | str = Regime.UNKNOWN,
+        features: Mapping[str, float] | None = None,
+    ) -> Signal:
+        """Build, validate and queue a Signal; it is published when the current hook returns.
+
+        mu and sigma are simple returns over `horizon`. Raises :class:`InvalidSignalError`
+        (never clamps) when a value breaks the contract, e.g. NaN or sigma <= 0.
+        """
+        current = self._current
+        now = self._context.clock.now()
+        try:
+            sig = Signal(
+                trace_id=current.trace_id if current is not None else self._context.ids.trace_id(),
+                ts_event=current.ts_event if current is not None else now,
+                ts_init=now,
+                agent=self._name,
+                symbol=symbol,
+                mu=mu,
+                sigma=sigma,
+                horizon=horizon,
+                confidence=confidence,
+                regime=regime,
+                features=dict(features) if features is not None else None,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise InvalidSignalError(
+                f"agent {self._name!r} emitted an invalid signal for {symbol!r}: {exc}"
+            ) from exc
+        self._outbox.append(sig)
+        return sig
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Called once before the first event. Do set-up (warm-up reads, etc.) here."""
+
+    async def on_bar(self, bar: Bar) -> None:
+        """Called for every bar on the agent's subscriptions, in publish order."""
+
+    async def on_macro(self, observation: MacroObservation) -> None:
+        """Called for every macro observation (e.g. a Treasury yield) subscribed to."""
+
+    async def on_post(self, post: SocialPost) -> None:
+        """Called for every social post subscribed to."""
+
+    async def on_stop(self) -> None:
+        """Called once at shutdown (or quarantine). Release resources here."""
+
+    # -- used by the supervisor only -----------------------------------------------------------
+
+    def _take_outbox(self) -> list[Signal]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _set_current(self, event: Contract | None) -> None:
+        self._current = event
+
+
+def params_model_of(agent_cls: type[Agent[Any]]) -> type[BaseModel]:
+    """The pydantic model an agent class declared for its parameters."""
+    return agent_cls.params_model
+
+
+__all__ = [
+    "Agent",
+    "AgentContext",
+    "InvalidSignalError",
+    "NoParams",
+    "params_model_of",
+]
