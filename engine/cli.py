@@ -1,0 +1,193 @@
+"""`tradeengine` command line.
+
+argparse rather than click/typer: the surface is small, it is in the standard library, and exit
+codes and stderr output stay under our control (config problems: every problem on its own line,
+exit code 2, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from config import ConfigError, EngineConfig, config_json_schema, load_config
+from config.enums import TradingMode
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeengine",
+        description="Asyncio trading engine: agents -> blender -> selector -> risk -> venue.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the engine from a config file")
+    run.add_argument("--config", "-c", type=Path, default=Path("engine.toml"), help="engine.toml")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--paper",
+        action="store_true",
+        help="paper trading (default: engine.mode of the config, paper unless set)",
+    )
+    mode.add_argument("--live", action="store_true", help="live trading (not available yet)")
+
+    cfg = commands.add_parser("config", help="validate a config or print its JSON Schema")
+    cfg_commands = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    validate = cfg_commands.add_parser("validate", help="list every problem in a config file")
+    validate.add_argument("path", type=Path)
+    cfg_commands.add_parser("schema", help="print the JSON Schema of engine.toml")
+
+    contracts = commands.add_parser("contracts", help="message contract tools")
+    c_commands = contracts.add_subparsers(
+        dest="contracts_command", metavar="SUBCOMMAND", required=True
+    )
+    schema = c_commands.add_parser("schema", help="export contract JSON Schemas")
+    schema.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="target directory (default: the contracts/schemas folder of the package)",
+    )
+    schema.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if the committed schemas are out of date",
+    )
+    return parser
+
+
+def _load_config_or_report(path: Path) -> EngineConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"{path}: cannot read config: {exc.strerror or exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_config_validate(path: Path) -> int:
+    from engine.loader import AgentLoadError, load_agents
+
+    cfg = _load_config_or_report(path)
+    if cfg is None:
+        return EXIT_USAGE
+    try:
+        loaded = load_agents(cfg.agents)
+    except AgentLoadError as exc:
+        for line in exc.problems:
+            print(f"{path}: {line}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: OK ({len(loaded)} agent(s), config hash {cfg.config_hash()})")
+    return EXIT_OK
+
+
+def _cmd_contracts_schema(directory: Path | None, check: bool) -> int:
+    from contracts.schema_export import check_schemas, default_schema_dir, write_schemas
+
+    target = directory or default_schema_dir()
+    if check:
+        problems = check_schemas(target)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILURE if problems else EXIT_OK
+    for written in write_schemas(target):
+        print(written)
+    return EXIT_OK
+
+
+def _cmd_run(path: Path, paper: bool, live: bool) -> int:
+    from engine.app import Engine, LiveTradingUnavailableError
+    from engine.loader import AgentLoadError
+    from engine.telemetry.logging import configure_logging
+
+    if live:
+        print(
+            "tradeengine: --live refused: no live broker is implemented yet; "
+            "use --paper (the default)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    cfg = _load_config_or_report(path)
+    if cfg is None:
+        return EXIT_USAGE
+    if paper:
+        cfg = cfg.model_copy(
+            update={"engine": cfg.engine.model_copy(update={"mode": TradingMode.PAPER})}
+        )
+    configure_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    try:
+        engine = Engine(cfg)
+    except LiveTradingUnavailableError as exc:
+        print(f"tradeengine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        _run_loop(_run_until_signalled(engine))
+    except AgentLoadError as exc:
+        for line in exc.problems:
+            print(f"{path}: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+async def _run_until_signalled(engine: Engine) -> None:
+    """Run until SIGINT/SIGTERM, then stop every component in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with engine:
+            await stop.wait()
+            engine.log.info("shutdown requested")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (an optional dependency on some platforms)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args.config, args.paper, args.live)
+    if args.command == "config":
+        if args.config_command == "validate":
+            return _cmd_config_validate(args.path)
+        print(json.dumps(config_json_schema(), indent=2, sort_keys=True))
+        return EXIT_OK
+    if args.command == "contracts":
+        return _cmd_contracts_schema(args.dir, args.check)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse enforces the set
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()
