@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from config import EngineConfig
 from config.enums import ClockKind, TradingMode
@@ -20,6 +19,7 @@ from contracts import IdGenerator
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus
 from engine.clock import Clock, LiveClock, ReplayClock
+from engine.lifecycle import AsyncService
 from engine.loader import LoadedAgent, instantiate, load_agents
 from engine.supervisor import AgentRunner, AgentSupervisor, MailboxSpec, SupervisionPolicy
 from engine.telemetry.logging import Logger, get_logger
@@ -32,7 +32,7 @@ class LiveTradingUnavailableError(RuntimeError):
     """`--live` was asked for but no live broker exists yet."""
 
 
-class Engine:
+class Engine(AsyncService):
     """One engine run: bus, clock, ids, agents under supervision (stages join in later issues)."""
 
     def __init__(
@@ -109,15 +109,3 @@ class Engine:
         if self.supervisor is not None:
             await self.supervisor.stop()
         self.log.info("engine stopped")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

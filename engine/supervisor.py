@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self
 
 from config import AgentConfig, SupervisorConfig
@@ -47,6 +46,7 @@ from contracts import (
 from engine.agent import Agent
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import Clock
+from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
 
 
@@ -398,7 +398,7 @@ class AgentRunner:
             await self._set_state(AgentState.STOPPED, "stopped")
 
 
-class AgentSupervisor:
+class AgentSupervisor(AsyncService):
     """Owns the runners of all agents; an async context manager with explicit start/stop."""
 
     def __init__(self, runners: Sequence[AgentRunner], *, clock: Clock, log: Logger) -> None:
@@ -464,15 +464,3 @@ class AgentSupervisor:
             now = self._clock.monotonic()
             for runner in self._runners.values():
                 runner.check_overrun(now)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

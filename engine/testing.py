@@ -18,8 +18,7 @@ import contextlib
 import itertools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -38,6 +37,7 @@ from contracts import (
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
+from engine.lifecycle import AsyncService
 from engine.supervisor import AgentRunner, AgentStats, AgentSupervisor, SupervisionPolicy
 from engine.telemetry.logging import get_logger
 
@@ -76,7 +76,7 @@ def daily_bars(symbol: str, closes: Iterable[float], start: datetime | None = No
     return [make_bar(symbol, t0 + timedelta(days=i), c) for i, c in enumerate(closes)]
 
 
-class AgentHarness:
+class AgentHarness(AsyncService):
     """Runs one agent under the real supervisor and collects its signals."""
 
     def __init__(
@@ -198,15 +198,3 @@ class AgentHarness:
                     self.statuses.append(message)
             async with self._progress:
                 self._progress.notify_all()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
