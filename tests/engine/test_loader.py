@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from config import AgentConfig
@@ -98,3 +100,47 @@ def test_load_when_several_agents_broken_then_all_problems_reported_together() -
     assert len(info.value.problems) == 2
     assert info.value.problems[0].startswith("agents[0] (a): cannot import module 'nope.nope'")
     assert info.value.problems[1].startswith("agents[1] (b).params.sigma:")
+
+
+@pytest.fixture
+def installed_plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A minimal installed distribution exposing EchoAgent in the tradeengine.agents group."""
+    dist = tmp_path / "echo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[tradeengine.agents]\n"
+        "echo_ep = tests.kit.agents:EchoAgent\n"
+        "broken_ep = tests.kit.no_such_module:Agent\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "echo_ep"
+
+
+def test_load_when_entry_point_registered_then_class_loaded(installed_plugin_dist: str) -> None:
+    # Arrange
+    cfgs = [AgentConfig(name="echo", entry_point=installed_plugin_dist)]
+    # Act
+    (loaded,) = load_agents(cfgs)
+    # Assert
+    assert loaded.agent_cls is EchoAgent
+
+
+def test_load_when_entry_point_unknown_or_broken_then_one_line_each(
+    installed_plugin_dist: str,
+) -> None:
+    # Arrange
+    cfgs = [
+        AgentConfig(name="missing", entry_point="no_such_ep"),
+        AgentConfig(name="broken", entry_point="broken_ep"),
+    ]
+    # Act
+    with pytest.raises(AgentLoadError) as info:
+        load_agents(cfgs)
+    # Assert
+    missing, broken = info.value.problems
+    assert missing == (
+        "agents[0] (missing): no entry point 'no_such_ep' in group 'tradeengine.agents'"
+    )
+    assert broken.startswith("agents[1] (broken): entry point 'broken_ep'")
+    assert "ModuleNotFoundError" in broken
