@@ -514,6 +514,9 @@ class RiskConfig(ConfigModel):
     min_order_notional: float = Field(default=10.0, ge=0)
     """Smaller orders are denied (fees would dominate)."""
     fractional_shares: bool = True
+    """Allow fractional share quantities (most retail brokers do; needed for a small account)."""
+    allow_short: bool = False
+    """Allow opening short positions; off by default (a small retail account usually cannot)."""
     cvar_alpha: float = Field(default=0.975, gt=0.5, lt=1)
     max_position_cvar: float = Field(default=0.02, gt=0, le=1)
     """Largest CVaR of one position, as a fraction of equity."""

@@ -42,6 +42,11 @@ def agent_watermark(agent: str) -> str:
     return f"watermark.agent.{segment(agent)}"
 
 
+def stage_watermark(stage: str) -> str:
+    """A stage's promise that its output for every step up to the watermark is published."""
+    return f"watermark.stage.{segment(stage)}"
+
+
 def signal(agent: str, symbol: str) -> str:
     return f"signal.{segment(agent)}.{segment(symbol)}"
 
@@ -76,6 +81,7 @@ ALL_MACRO = "macro.>"
 ALL_POSTS = "post.>"
 ALL_SOURCE_WATERMARKS = "watermark.source.>"
 ALL_AGENT_WATERMARKS = "watermark.agent.>"
+ALL_STAGE_WATERMARKS = "watermark.stage.>"
 ALL_SIGNALS = "signal.>"
 ALL_AGENT_STATUS = "agent.status.>"
 ALL_OPPORTUNITIES = "opportunity.>"

@@ -1,0 +1,1 @@
+"""Execution: the paper venue, the portfolio it keeps, costs, and the journal."""

@@ -1,0 +1,1 @@
+"""Data sources: replayed history (and, later, live feeds)."""
