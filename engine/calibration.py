@@ -1,0 +1,761 @@
+"""Walk-forward calibration: turn a raw indicator into a forecast (mu, sigma) over a horizon.
+
+Part of the public plugin API. An agent computes an indicator ``x`` from data known at a bar
+(a momentum score, a yield-curve slope, ...) and asks :class:`ForwardReturnCalibrator` what that
+value has historically meant for the simple return over the next ``horizon_bars`` bars:
+
+    r(t -> t+h) / s(t) = alpha + beta . x(t) + e        (exponentially weighted least squares)
+
+    mu(t)    = s(t) * (alpha + beta . x(t))
+    sigma(t) = max(s(t) * sqrt(EW mean of e_oos^2), sigma_floor)
+
+``s(t)`` is an optional ex-ante *scale* the agent supplies (typically its trailing volatility
+over the horizon, ``sigma_daily * sqrt(h)``; 1 by default). Regressing the return in units of
+``s`` lets one pooled model serve instruments of very different volatility (a utility and a
+chip maker) and makes sigma follow volatility clustering; with ``s = 1`` the model is in plain
+return units.
+
+Walk-forward, no look-ahead. ``update(key, x, price)`` is called once per bar per key. It keeps
+``(x, price, scale, prediction)`` of the key's last ``h`` updates in a ring buffer. When the
+oldest entry's horizon has completed (this is the h-th update after it), its realized simple
+return ``price_now / price_then - 1`` becomes a training sample. *Before* that sample enters the
+regression, its out-of-sample error (realized minus the prediction stored when ``x`` was seen,
+made with the coefficients as they were then) updates an exponentially weighted mean squared
+error; that is where sigma comes from, so sigma measures how wrong the forecasts actually were,
+parameter uncertainty and model misspecification included (forecasts made during warm-up, never
+emitted, are scored too, so sigma is ready when the first Estimate is). Only then is the sample
+added and the current ``x`` predicted. An estimate made at bar t therefore depends on prices up
+to t only (tested: altering every later price leaves it bit-for-bit unchanged). "h bars" are h
+updates of that key, so a key's missing days simply do not count.
+
+Pooling. By default one model is shared by all keys (``pooled=True``): an indicator's meaning is
+assumed common across instruments (a z-scored momentum means the same for KO and AMD), which
+multiplies the sample size by the number of keys - the main defence against noise in return
+forecasting. ``pooled=False`` keeps one independent model per key.
+
+Memory. ``halflife_bars`` is the half-life in bars *of one key*: a pooled model over K keys gets
+about K samples a bar, so its per-sample decay is ``0.5 ** (1 / (halflife_bars * K))`` with K the
+number of keys that have contributed samples so far; the memory span is then a calendar-like
+quantity whatever the universe size. The error variance has its own, typically shorter, memory
+(``error_halflife_bars``): slopes need years of data, sigma should follow the present.
+
+Effective sample size and confidence.
+- ``n_eff = kish / (h * (1 + (K - 1) * cross_correlation))`` where ``kish = (sum w)^2 / sum w^2``
+  is the effective count of the exponential weights. Consecutive samples of one key overlap by
+  h - 1 bars of the same return, so they are autocorrelated: dividing by h is the standard
+  (conservative) overlap correction. Samples of different keys on the same bar are correlated
+  too; with an average pairwise correlation rho, K of them are worth ``K / (1 + (K-1) rho)``
+  independent ones - hence the second factor (rho = 0 by default; the agents set it).
+- Coefficients are ridge-shrunk toward 0 with the strength of ``shrinkage`` effective
+  pseudo-observations (``A = S_xx + (shrinkage / n_eff) * diag(S_xx)``), so a young model with
+  few samples predicts little beyond the mean, and the shrinkage fades as evidence accumulates.
+- ``Var(beta) ~ s_res^2 A^-1 / n_eff`` (s_res^2: EW residual variance), ``t_j = beta_j /
+  sqrt(Var_jj)`` and the Wald statistic ``W = beta' Var^-1 beta`` (``= t^2`` for one feature).
+- ``confidence = n_eff / (n_eff + confidence_n) * max(0, 1 - k / W)``. The second factor is the
+  positive-part empirical-Bayes (James-Stein) share of the estimated slopes that is signal rather
+  than noise: under "no relation" W averages k, so it is 0 for |t| <= 1, 0.75 at |t| = 2, 0.89 at
+  |t| = 3. The first discounts small samples, where the variance estimates themselves are noisy.
+  In [0, 1]: 0 without evidence, near 1 only with many effective samples *and* a clearly
+  non-zero slope. A trust score for the calibration, not a probability of profit.
+
+Guarantees: ``None`` until ``min_samples`` realized samples exist (never a guess presented as
+calibrated); sigma > 0 (floored at ``sigma_floor``, in return units over the horizon); never
+NaN or inf (a non-finite ``x`` is treated as missing, and a sample that would overflow the sums
+is skipped). Every update is O(k^2) for k features (O(1) in history length): exponentially
+weighted sums updated West/Welford-style (centred co-moments, no catastrophic cancellation), no
+refit over history; the small k x k solve (Cholesky) is redone after each sample, or after every
+``refit_every`` samples.
+
+Also here: small generic O(1) helpers agents share - :class:`RingBuffer` (fixed-size history with
+a running sum), :class:`EwMoments` (exponentially weighted mean and volatility) and
+:func:`trend_vol_regime`, an interim rule-based regime label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from contracts import Regime
+
+_MAX_ABS_T = 1e6
+_MIN_RIDGE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """The regression as it stood when an estimate was made (shared by the estimates it made).
+
+    ``alpha`` and ``betas`` are in units of the scale passed to ``update`` per unit of feature
+    (plain return units when the scale is 1); ``t_stats`` belong to ``betas``; ``n_eff`` is the
+    overlap- and dependence-corrected effective sample size; ``confidence`` as in the module
+    docstring.
+    """
+
+    alpha: float
+    betas: tuple[float, ...]
+    t_stats: tuple[float, ...]
+    n_eff: float
+    n_samples: int
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A calibrated forecast of the simple return over the calibrator's horizon.
+
+    ``mu`` and ``sigma`` (> 0) are in return units over the horizon; ``fit`` is the model that
+    made it (coefficients, t-stats, n_eff, confidence), also reachable through the properties.
+    """
+
+    mu: float
+    sigma: float
+    fit: Fit
+
+    @property
+    def confidence(self) -> float:
+        """In [0, 1]: sample adequacy x significance of the slopes (see the module docstring)."""
+        return self.fit.confidence
+
+    @property
+    def n_eff(self) -> float:
+        return self.fit.n_eff
+
+    @property
+    def n_samples(self) -> int:
+        return self.fit.n_samples
+
+    @property
+    def alpha(self) -> float:
+        return self.fit.alpha
+
+    @property
+    def betas(self) -> tuple[float, ...]:
+        return self.fit.betas
+
+    @property
+    def beta(self) -> float:
+        """The slope of the first (for a one-feature calibrator: the only) feature."""
+        return self.fit.betas[0]
+
+    @property
+    def t_stats(self) -> tuple[float, ...]:
+        return self.fit.t_stats
+
+    @property
+    def t_stat(self) -> float:
+        return self.fit.t_stats[0]
+
+
+class _Model:
+    """Exponentially weighted least squares y = alpha + beta . x, plus an EW out-of-sample MSE."""
+
+    __slots__ = (
+        "cxx",
+        "cxy",
+        "cyy",
+        "err_mse",
+        "err_w",
+        "fit",
+        "k",
+        "keys",
+        "mx",
+        "my",
+        "n",
+        "n_at_fit",
+        "w",
+        "w2",
+    )
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.n = 0
+        self.n_at_fit = 0
+        self.w = 0.0  # sum of weights
+        self.w2 = 0.0  # sum of squared weights (for Kish's effective count)
+        self.mx = [0.0] * k
+        self.my = 0.0
+        self.cxx = [[0.0] * k for _ in range(k)]  # centred co-moments, weighted
+        self.cxy = [0.0] * k
+        self.cyy = 0.0
+        self.err_w = 0.0
+        self.err_mse = 0.0
+        self.keys: set[str] = set()
+        self.fit: Fit | None = None
+
+    def add_error(self, err: float, lam: float) -> None:
+        sq = err * err
+        if not math.isfinite(sq):
+            return
+        self.err_w = lam * self.err_w + 1.0
+        self.err_mse += (sq - self.err_mse) / self.err_w
+
+    def add(self, xs: tuple[float, ...], y: float, lam: float) -> bool:
+        """Add one sample with decay `lam` on the old ones; False (state unchanged) on overflow."""
+        k = self.k
+        w = lam * self.w + 1.0
+        dy = y - self.my
+        my = self.my + dy / w
+        cyy = lam * self.cyy + dy * (y - my)
+        if k == 1:  # fast path: the common case
+            x = xs[0]
+            dx = x - self.mx[0]
+            mx0 = self.mx[0] + dx / w
+            cxx = lam * self.cxx[0][0] + dx * (x - mx0)
+            cxy = lam * self.cxy[0] + dx * (y - my)
+            if not (math.isfinite(cyy) and math.isfinite(cxx) and math.isfinite(cxy)):
+                return False
+            self.mx[0] = mx0
+            self.cxx[0][0] = cxx
+            self.cxy[0] = cxy
+        else:
+            inv_w = 1.0 / w
+            ry = y - my
+            dxs = [x - m for x, m in zip(xs, self.mx, strict=True)]
+            mxs = [m + d * inv_w for m, d in zip(self.mx, dxs, strict=True)]
+            rxs = [x - m for x, m in zip(xs, mxs, strict=True)]  # deviations from the new means
+            cxx_new = [
+                [lam * c + di * rj for c, rj in zip(row, rxs, strict=True)]
+                for row, di in zip(self.cxx, dxs, strict=True)
+            ]
+            cxy_new = [lam * c + di * ry for c, di in zip(self.cxy, dxs, strict=True)]
+            # a sum is finite only if every term is (inf and NaN propagate)
+            if not math.isfinite(cyy + sum(map(sum, cxx_new)) + sum(cxy_new)):
+                return False
+            self.mx = mxs
+            self.cxx = cxx_new
+            self.cxy = cxy_new
+        self.w = w
+        self.w2 = lam * lam * self.w2 + 1.0
+        self.my = my
+        self.cyy = cyy
+        self.n += 1
+        return True
+
+    def kish(self) -> float:
+        return self.w * self.w / self.w2 if self.w2 > 0.0 else 0.0
+
+    def solve(self, n_eff: float, shrinkage: float, confidence_n: float) -> Fit:
+        """Ridge-shrunk EW least squares on the current sums; kept in `fit` until re-solved."""
+        k = self.k
+        self.n_at_fit = self.n
+        if self.n == 0:
+            fit = Fit(0.0, (0.0,) * k, (0.0,) * k, 0.0, 0, 0.0)
+            self.fit = fit
+            return fit
+        inv_w = 1.0 / self.w
+        ridge = max(shrinkage / n_eff, _MIN_RIDGE) if n_eff > 0.0 else 1e12
+        vy = self.cyy * inv_w
+        if k == 1:  # fast path
+            sxx = self.cxx[0][0] * inv_w
+            if sxx <= 1e-18 * (1.0 + self.mx[0] * self.mx[0]):
+                beta = 0.0
+                inv_a = 1.0
+                s_res2 = vy
+            else:
+                sxy = self.cxy[0] * inv_w
+                inv_a = 1.0 / (sxx * (1.0 + ridge))
+                beta = sxy * inv_a
+                s_res2 = max(vy - 2.0 * beta * sxy + beta * beta * sxx, 0.0)
+            alpha = self.my - beta * self.mx[0]
+            t = _t_stat(beta, s_res2 * inv_a, n_eff)
+            fit = Fit(
+                alpha, (beta,), (t,), n_eff, self.n, _confidence(t * t, 1, n_eff, confidence_n)
+            )
+            self.fit = fit
+            return fit
+        s = [[v * inv_w for v in row] for row in self.cxx]
+        b = [v * inv_w for v in self.cxy]
+        a = [row[:] for row in s]
+        for j in range(k):
+            if s[j][j] <= 1e-18 * (1.0 + self.mx[j] * self.mx[j]):
+                # A (numerically) constant feature carries no information: drop it exactly.
+                for i in range(k):
+                    a[i][j] = a[j][i] = 0.0
+                    s[i][j] = s[j][i] = 0.0
+                a[j][j] = 1.0
+                b[j] = 0.0
+            else:
+                a[j][j] = s[j][j] * (1.0 + ridge)
+        solved = _spd_solve(a, b)
+        if solved is None:  # not positive definite in floating point: no slope information
+            betas = [0.0] * k
+            inv_diag = [0.0] * k
+        else:
+            betas, inv_diag = solved
+        alpha = self.my - sum(bt * m for bt, m in zip(betas, self.mx, strict=True))
+        explained = sum(bt * bi for bt, bi in zip(betas, b, strict=True))
+        quad = 0.0
+        for i in range(k):
+            row = s[i]
+            quad += betas[i] * sum(row[j] * betas[j] for j in range(k))
+        s_res2 = max(vy - 2.0 * explained + quad, 0.0)
+        t_stats = tuple(_t_stat(betas[j], s_res2 * inv_diag[j], n_eff) for j in range(k))
+        # Wald statistic of all slopes: beta' Var(beta)^-1 beta with Var(beta) = s^2 A^-1 / n_eff
+        quad_a = 0.0
+        for i in range(k):
+            row = a[i]
+            quad_a += betas[i] * sum(row[j] * betas[j] for j in range(k))
+        if quad_a <= 0.0:
+            wald = 0.0
+        elif s_res2 > 0.0:
+            wald = n_eff * quad_a / s_res2
+        else:
+            wald = math.inf
+        conf = _confidence(wald, k, n_eff, confidence_n)
+        fit = Fit(alpha, tuple(betas), t_stats, n_eff, self.n, conf)
+        self.fit = fit
+        return fit
+
+
+def _confidence(wald: float, k: int, n_eff: float, confidence_n: float) -> float:
+    """Sample adequacy x the empirical-Bayes signal share of the slopes (module docstring)."""
+    signal_share = 1.0 - k / wald if wald > k else 0.0
+    adequacy = n_eff / (n_eff + confidence_n)
+    return min(1.0, max(0.0, adequacy * signal_share))
+
+
+def _t_stat(beta: float, var_unit: float, n_eff: float) -> float:
+    """beta / sqrt(var_unit / n_eff), bounded to +-1e6; 0 when undefined."""
+    if beta == 0.0 or n_eff <= 0.0:
+        return 0.0
+    var_b = var_unit / n_eff
+    if not math.isfinite(var_b):
+        return 0.0
+    if var_b <= 0.0:
+        return math.copysign(_MAX_ABS_T, beta)
+    t = beta / math.sqrt(var_b)
+    return max(-_MAX_ABS_T, min(_MAX_ABS_T, t))
+
+
+def _spd_solve(a: list[list[float]], b: list[float]) -> tuple[list[float], list[float]] | None:
+    """Solve ``a x = b`` for a small symmetric positive definite `a` by Cholesky; return x and
+    the diagonal of ``a^-1``, or None when `a` is not positive definite in floating point."""
+    k = len(a)
+    low = [[0.0] * k for _ in range(k)]
+    for i in range(k):
+        li = low[i]
+        ai = a[i]
+        for j in range(i + 1):
+            lj = low[j]
+            acc = ai[j]
+            for m in range(j):
+                acc -= li[m] * lj[m]
+            if i == j:
+                if not acc > 0.0:
+                    return None
+                li[i] = math.sqrt(acc)
+            else:
+                li[j] = acc / lj[j]
+    # forward substitution L z = b, then back substitution L^T x = z
+    z = [0.0] * k
+    for i in range(k):
+        li = low[i]
+        acc = b[i]
+        for m in range(i):
+            acc -= li[m] * z[m]
+        z[i] = acc / li[i]
+    x = [0.0] * k
+    for i in range(k - 1, -1, -1):
+        acc = z[i]
+        for m in range(i + 1, k):
+            acc -= low[m][i] * x[m]
+        x[i] = acc / low[i][i]
+    # diag(a^-1) = column sums of squares of L^-1 (lower triangular, inverted column by column)
+    inv_diag = [0.0] * k
+    for j in range(k):
+        col = [0.0] * k
+        col[j] = 1.0 / low[j][j]
+        for i in range(j + 1, k):
+            li = low[i]
+            acc = 0.0
+            for m in range(j, i):
+                acc -= li[m] * col[m]
+            col[i] = acc / li[i]
+        for i in range(j, k):
+            inv_diag[j] += col[i] * col[i]
+    return x, inv_diag
+
+
+_Entry = tuple[tuple[float, ...] | None, float, float, float | None]
+"""(features, price, scale, prediction in scale units) remembered for one past update."""
+
+
+class ForwardReturnCalibrator:
+    """Walk-forward calibration of an indicator against the forward return over `horizon_bars`.
+
+    See the module docstring for the model, the definitions of n_eff and confidence, and the
+    no-look-ahead guarantee. Not thread-safe; one instance per agent.
+
+    Args:
+        horizon_bars: h, the forecast horizon in updates (bars) of one key.
+        n_features: k, the length of ``x`` (a float when k = 1, a sequence otherwise).
+        halflife_bars: memory of the regression, in bars of one key.
+        error_halflife_bars: memory of the out-of-sample error variance (sigma), in bars of one
+            key; None = `halflife_bars`. Shorter than the regression's memory lets sigma follow
+            changes in forecastability without making the slope noisy.
+        min_samples: realized samples (pooled or per key, see ``pooled``) before any Estimate.
+        shrinkage: ridge strength in effective pseudo-observations with zero slope.
+        pooled: one model for all keys (default) or an independent model per key.
+        cross_correlation: assumed average correlation of pooled samples of different keys on
+            the same bar, in [0, 1]; only lowers n_eff (and so confidence).
+        sigma_floor: lower bound of sigma, in return units over the horizon.
+        confidence_n: effective sample size at which the sample-adequacy factor is 1/2.
+        refit_every: re-solve the regression after at most this many new samples (1 = every
+            sample). A pooled multi-feature model may refit once a bar instead of once a key;
+            forecasts then use coefficients at most `refit_every` samples old (still no
+            look-ahead, still deterministic).
+    """
+
+    def __init__(
+        self,
+        horizon_bars: int,
+        *,
+        n_features: int = 1,
+        halflife_bars: float = 500.0,
+        error_halflife_bars: float | None = None,
+        min_samples: int = 60,
+        shrinkage: float = 10.0,
+        pooled: bool = True,
+        cross_correlation: float = 0.0,
+        sigma_floor: float = 1e-4,
+        confidence_n: float = 20.0,
+        refit_every: int = 1,
+    ) -> None:
+        if horizon_bars < 1:
+            raise ValueError(f"horizon_bars must be >= 1, got {horizon_bars}")
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if not halflife_bars > 0.0:
+            raise ValueError(f"halflife_bars must be > 0, got {halflife_bars}")
+        if error_halflife_bars is not None and not error_halflife_bars > 0.0:
+            raise ValueError(f"error_halflife_bars must be > 0, got {error_halflife_bars}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+        if not shrinkage >= 0.0:
+            raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
+        if not 0.0 <= cross_correlation <= 1.0:
+            raise ValueError(f"cross_correlation must be in [0, 1], got {cross_correlation}")
+        if not (sigma_floor > 0.0 and math.isfinite(sigma_floor)):
+            raise ValueError(f"sigma_floor must be finite and > 0, got {sigma_floor}")
+        if not confidence_n > 0.0:
+            raise ValueError(f"confidence_n must be > 0, got {confidence_n}")
+        if refit_every < 1:
+            raise ValueError(f"refit_every must be >= 1, got {refit_every}")
+        self.horizon_bars = horizon_bars
+        self.n_features = n_features
+        self.halflife_bars = halflife_bars
+        self.error_halflife_bars = (
+            error_halflife_bars if error_halflife_bars is not None else halflife_bars
+        )
+        self.min_samples = min_samples
+        self.shrinkage = shrinkage
+        self.pooled = pooled
+        self.cross_correlation = cross_correlation
+        self.sigma_floor = sigma_floor
+        self.confidence_n = confidence_n
+        self.refit_every = refit_every
+        self._history: dict[str, deque[_Entry]] = {}
+        self._pool = _Model(n_features)
+        self._models: dict[str, _Model] = {}
+        self._decay: dict[int, tuple[float, float]] = {}
+        self.skipped = 0
+        """Samples dropped because they were not finite or would overflow the sums."""
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def update(
+        self,
+        key: str,
+        x: float | Sequence[float] | None,
+        price: float,
+        *,
+        scale: float = 1.0,
+    ) -> Estimate | None:
+        """Record bar t of `key` and return the calibrated forecast for t -> t + h, if any.
+
+        `x` is the indicator known at this bar (None while not computable; non-finite counts as
+        None), `price` the bar's close (finite, > 0), `scale` the ex-ante scale of the forward
+        return (finite, > 0; e.g. volatility over the horizon). Returns None while `x` is None
+        or fewer than `min_samples` samples have been realized.
+        """
+        if not (price > 0.0 and math.isfinite(price)):
+            raise ValueError(f"price must be finite and > 0, got {price!r}")
+        if not (scale > 0.0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be finite and > 0, got {scale!r}")
+        xs: tuple[float, ...] | None
+        if x is None:
+            xs = None
+        elif type(x) is float and self.n_features == 1:  # the hot path
+            xs = (x,) if math.isfinite(x) else None
+        else:
+            xs = self._features(x)
+        history = self._history.get(key)
+        if history is None:
+            history = self._history[key] = deque(maxlen=self.horizon_bars)
+        model = self._pool if self.pooled else self._model(key)
+
+        # 1. the entry made h bars ago has completed its horizon: score it, then learn from it
+        if len(history) == self.horizon_bars:
+            x0, price0, scale0, pred0 = history[0]
+            if x0 is not None:
+                y = (price / price0 - 1.0) / scale0
+                if math.isfinite(y):
+                    keys = model.keys
+                    if key not in keys:
+                        keys.add(key)
+                    lam, lam_err = self._lambdas(len(keys))
+                    if pred0 is not None:
+                        model.add_error(y - pred0, lam_err)
+                    if not model.add(x0, y, lam):
+                        self.skipped += 1
+                else:
+                    self.skipped += 1
+
+        # 2. predict from the current x with the coefficients as they are now
+        if xs is None:
+            history.append((None, price, scale, None))
+            return None
+        fit = model.fit
+        if fit is None or model.n - model.n_at_fit >= self.refit_every:
+            fit = model.solve(self._n_eff(model), self.shrinkage, self.confidence_n)
+        if len(xs) == 1:
+            pred = fit.alpha + fit.betas[0] * xs[0]
+        else:
+            pred = fit.alpha + sum(b * v for b, v in zip(fit.betas, xs, strict=True))
+        if not math.isfinite(pred):
+            history.append((xs, price, scale, None))
+            return None
+        history.append((xs, price, scale, pred))
+        if model.n < self.min_samples:
+            return None
+        mu = scale * pred
+        sigma = scale * math.sqrt(model.err_mse)
+        if sigma < self.sigma_floor:
+            sigma = self.sigma_floor
+        if not (math.isfinite(mu) and math.isfinite(sigma)):
+            return None
+        return Estimate(mu, sigma, fit)
+
+    def n_samples(self, key: str | None = None) -> int:
+        """Realized samples in the pooled model, or in `key`'s model (the pool when pooled)."""
+        if key is None or self.pooled:
+            return self._pool.n
+        model = self._models.get(key)
+        return model.n if model is not None else 0
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _features(self, x: float | Sequence[float] | None) -> tuple[float, ...] | None:
+        if x is None:
+            return None
+        if isinstance(x, (int, float)):
+            xs: tuple[float, ...] = (float(x),)
+        else:
+            xs = tuple(float(v) for v in x)
+        if len(xs) != self.n_features:
+            raise ValueError(f"expected {self.n_features} feature(s), got {len(xs)}")
+        if not all(math.isfinite(v) for v in xs):
+            return None
+        return xs
+
+    def _model(self, key: str) -> _Model:
+        if self.pooled:
+            return self._pool
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = _Model(self.n_features)
+        return model
+
+    def _lambdas(self, n_keys: int) -> tuple[float, float]:
+        """Per-sample decays (regression, errors) for a model fed by `n_keys` keys."""
+        lams = self._decay.get(n_keys)
+        if lams is None:
+            lams = self._decay[n_keys] = (
+                0.5 ** (1.0 / (self.halflife_bars * n_keys)),
+                0.5 ** (1.0 / (self.error_halflife_bars * n_keys)),
+            )
+        return lams
+
+    def _n_eff(self, model: _Model) -> float:
+        n_keys = max(len(model.keys), 1)
+        dependence = 1.0 + (n_keys - 1) * self.cross_correlation
+        return model.kish() / (self.horizon_bars * dependence)
+
+
+# -- small generic helpers ---------------------------------------------------------------------
+
+
+class RingBuffer:
+    """The last `capacity` floats of a stream: O(1) append, O(1) access by lag, running sum.
+
+    ``ago(0)`` is the latest value, ``ago(n)`` the value n appends earlier. The running sum is
+    recomputed exactly once per `capacity` appends, so rounding drift never accumulates.
+    """
+
+    __slots__ = ("_buf", "_capacity", "_head", "_since_resum", "_size", "_sum")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._capacity = capacity
+        self._buf = [0.0] * capacity
+        self._head = -1  # index of the latest value
+        self._size = 0
+        self._sum = 0.0
+        self._since_resum = 0
+
+    def append(self, value: float) -> None:
+        head = self._head + 1
+        if head == self._capacity:
+            head = 0
+        if self._size == self._capacity:
+            self._sum -= self._buf[head]
+        else:
+            self._size += 1
+        self._buf[head] = value
+        self._head = head
+        self._sum += value
+        self._since_resum += 1
+        if self._since_resum >= self._capacity:
+            self._sum = math.fsum(
+                self._buf[: self._size] if self._size < self._capacity else self._buf
+            )
+            self._since_resum = 0
+
+    def ago(self, lag: int) -> float:
+        """The value appended `lag` appends before the latest (0 = the latest)."""
+        if not 0 <= lag < self._size:
+            raise IndexError(f"lag {lag} outside the {self._size} stored values")
+        return self._buf[(self._head - lag) % self._capacity]
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def full(self) -> bool:
+        return self._size == self._capacity
+
+    @property
+    def sum(self) -> float:
+        return self._sum
+
+    @property
+    def mean(self) -> float:
+        if self._size == 0:
+            raise ValueError("mean of an empty RingBuffer")
+        return self._sum / self._size
+
+    def simple_return(self, bars: int, skip: int = 0) -> float | None:
+        """``ago(skip) / ago(bars) - 1`` (a price series' return from `bars` to `skip` bars
+        ago), or None while fewer than ``bars + 1`` values are stored."""
+        if not 0 <= skip < bars:
+            raise ValueError(f"need 0 <= skip < bars, got skip={skip}, bars={bars}")
+        if bars >= self._size:
+            return None
+        cap = self._capacity
+        return self._buf[(self._head - skip) % cap] / self._buf[(self._head - bars) % cap] - 1.0
+
+
+class EwMoments:
+    """Exponentially weighted mean and variance of a stream, O(1) per update.
+
+    Weights decay by half every `halflife` updates; the update is West's weighted Welford
+    recurrence with decay (centred, numerically stable). ``variance`` is bias-corrected for
+    reliability weights (``C / (W - W2 / W)``), so the first samples are not under-dispersed.
+    A volatility of daily returns is ``EwMoments(h).std`` over the returns.
+    """
+
+    __slots__ = ("_c", "_lam", "_mean", "_n", "_w", "_w2")
+
+    def __init__(self, halflife: float) -> None:
+        if not halflife > 0.0:
+            raise ValueError(f"halflife must be > 0, got {halflife}")
+        self._lam = 0.5 ** (1.0 / halflife)
+        self._w = 0.0
+        self._w2 = 0.0
+        self._mean = 0.0
+        self._c = 0.0
+        self._n = 0
+
+    def update(self, value: float) -> None:
+        lam = self._lam
+        w = lam * self._w + 1.0
+        d = value - self._mean
+        mean = self._mean + d / w
+        self._c = lam * self._c + d * (value - mean)
+        self._mean = mean
+        self._w = w
+        self._w2 = lam * lam * self._w2 + 1.0
+        self._n += 1
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    @property
+    def n_eff(self) -> float:
+        """Kish's effective number of samples of the weights."""
+        return self._w * self._w / self._w2 if self._w2 > 0.0 else 0.0
+
+    @property
+    def mean(self) -> float:
+        return self._mean
+
+    @property
+    def variance(self) -> float:
+        denom = self._w - self._w2 / self._w if self._w > 0.0 else 0.0
+        return max(self._c / denom, 0.0) if denom > 0.0 else 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+
+def trend_vol_regime(
+    price: float,
+    trend_level: float | None,
+    vol: float | None,
+    vol_long: float | None,
+    *,
+    trend_band: float = 0.02,
+    volatile_ratio: float = 1.25,
+    crisis_ratio: float = 2.0,
+) -> Regime:
+    """An interim, rule-based regime label from an instrument's own data (O(1)).
+
+    Trend: ``price / trend_level - 1`` (e.g. trend_level = the 200-bar SMA) above +trend_band is
+    an uptrend, below -trend_band a downtrend, else a range. Volatility: the ratio of a recent
+    volatility to a long-run one; at least `volatile_ratio` is volatile, at least
+    `crisis_ratio` with a downtrend is a crisis. Unknown while any input is missing. To be
+    superseded by the shared regime model.
+    """
+    if trend_level is None or vol is None or vol_long is None or trend_level <= 0.0:
+        return Regime.UNKNOWN
+    if not vol_long > 0.0:
+        return Regime.UNKNOWN
+    trend = price / trend_level - 1.0
+    ratio = vol / vol_long
+    if trend > trend_band:
+        return Regime.VOLATILE_UPTREND if ratio >= volatile_ratio else Regime.CALM_UPTREND
+    if trend < -trend_band:
+        if ratio >= crisis_ratio:
+            return Regime.CRISIS
+        return Regime.VOLATILE_DOWNTREND if ratio >= volatile_ratio else Regime.CALM_DOWNTREND
+    return Regime.VOLATILE_RANGE if ratio >= volatile_ratio else Regime.CALM_RANGE
+
+
+__all__ = [
+    "Estimate",
+    "EwMoments",
+    "Fit",
+    "ForwardReturnCalibrator",
+    "RingBuffer",
+    "trend_vol_regime",
+]

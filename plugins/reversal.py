@@ -1,0 +1,131 @@
+"""Short-term reversal agent: volatility-scaled 1-week return, calibrated walk-forward.
+
+Formula, per symbol, at the close of bar t (P = close, r = daily simple return):
+
+    ret5(t)  = P(t) / P(t - 5) - 1                            (the past week's return)
+    vol(t)   = EW std of r over past bars (half-life 21 bars)
+    x(t)     = ret5(t) / (vol(t) * sqrt(5))                   (last week's move in risk units)
+    R(t)     = P(t + 5) / P(t) - 1                            (the 1-week forward return)
+    R / (vol * sqrt(5)) = alpha + beta * x + e                (EW least squares, pooled)
+
+so mu = vol * sqrt(5) * (alpha + beta * x) and sigma = vol * sqrt(5) * RMS of the model's
+out-of-sample errors (half-life 126 bars), over the 1w (5-bar) horizon, from
+:class:`engine.calibration.ForwardReturnCalibrator` (see there for n_eff and confidence). The
+literature finds beta < 0 (last week's losers bounce, winners give back: liquidity provision and
+over-reaction); here the sign and size are estimated from the data, pooled across symbols, never
+assumed. Nothing is emitted until the calibrator has `min_samples` realized samples.
+The daily vol is floored at 0.3 % (``vol_floor``): a quote stuck for weeks (RRC in early 1990)
+would otherwise divide by ~0 and turn one ordinary move into a 1000-sigma training sample.
+
+Regime (interim, until the shared regime model): price vs its 200-bar SMA (+-2 % band) for the
+trend, and the ratio of the 21-bar to the 252-bar half-life EW volatility for calm / volatile /
+crisis (:func:`engine.calibration.trend_vol_regime`).
+
+Everything is O(1) per bar: ring buffers and incremental EW statistics; plain float math.
+
+References: Jegadeesh (1990), "Evidence of Predictable Behavior of Security Returns", Journal of
+Finance 45(3), 881-898; Lehmann (1990), "Fads, Martingales, and Market Efficiency", Quarterly
+Journal of Economics 105(1), 1-28.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import Bar, Horizon
+from engine.agent import Agent
+from engine.calibration import EwMoments, ForwardReturnCalibrator, RingBuffer, trend_vol_regime
+
+_HORIZON = Horizon.W1
+
+
+class ShortTermReversalParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lookback: int = Field(default=5, ge=1, description="Past-return window, bars")
+    vol_halflife: float = Field(default=21.0, gt=0, description="EW volatility half-life, bars")
+    vol_long_halflife: float = Field(default=252.0, gt=0, description="Long-run vol (regime)")
+    min_vol_obs: int = Field(default=20, ge=2, description="Returns seen before vol is trusted")
+    vol_floor: float = Field(
+        default=0.003, gt=0, description="Floor of the daily vol: stale quotes must not shrink it"
+    )
+    trend_window: int = Field(default=200, ge=2, description="SMA window of the regime trend")
+    halflife_bars: float = Field(default=756.0, gt=0, description="Calibration memory, bars")
+    error_halflife_bars: float = Field(default=126.0, gt=0, description="Memory of sigma, bars")
+    min_samples: int = Field(default=1000, ge=1, description="Realized samples before emitting")
+    shrinkage: float = Field(default=10.0, ge=0)
+    cross_correlation: float = Field(
+        default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
+    )
+    refit_every: int = Field(
+        default=20, ge=1, description="Samples between regression solves (20: about once a bar)"
+    )
+
+
+class _SymbolState:
+    __slots__ = ("closes", "sma", "vol", "vol_long")
+
+    def __init__(self, p: ShortTermReversalParams) -> None:
+        self.closes = RingBuffer(p.lookback + 1)
+        self.sma = RingBuffer(p.trend_window)
+        self.vol = EwMoments(p.vol_halflife)
+        self.vol_long = EwMoments(p.vol_long_halflife)
+
+
+class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
+    """One 1w signal per bar per symbol once the weekly return, vol and calibration are ready."""
+
+    async def on_start(self) -> None:
+        p = self.params
+        self._states: dict[str, _SymbolState] = {}
+        self._calibrator = ForwardReturnCalibrator(
+            int(_HORIZON.trading_days),
+            halflife_bars=p.halflife_bars,
+            error_halflife_bars=p.error_halflife_bars,
+            min_samples=p.min_samples,
+            shrinkage=p.shrinkage,
+            cross_correlation=p.cross_correlation,
+            refit_every=p.refit_every,
+        )
+        self._h_sqrt = math.sqrt(_HORIZON.trading_days)
+        self._window_sqrt = math.sqrt(p.lookback)
+
+    async def on_bar(self, bar: Bar) -> None:
+        p = self.params
+        state = self._states.get(bar.symbol)
+        if state is None:
+            state = self._states[bar.symbol] = _SymbolState(p)
+        close = bar.close
+        closes = state.closes
+        if len(closes):
+            ret = close / closes.ago(0) - 1.0
+            state.vol.update(ret)
+            state.vol_long.update(ret)
+        closes.append(close)
+        state.sma.append(close)
+
+        x: float | None = None
+        scale = 1.0
+        vol = state.vol.std if state.vol.count >= p.min_vol_obs else None
+        if vol is not None:
+            vol = max(vol, p.vol_floor)
+            scale = vol * self._h_sqrt
+            past = closes.simple_return(p.lookback)
+            if past is not None:
+                x = past / (vol * self._window_sqrt)
+        est = self._calibrator.update(bar.symbol, x, close, scale=scale)
+        if est is None or x is None or vol is None:
+            return
+        sma = state.sma.mean if state.sma.full else None
+        vol_long = state.vol_long.std if state.vol_long.count >= p.min_vol_obs else None
+        self.signal(
+            bar.symbol,
+            mu=est.mu,
+            sigma=est.sigma,
+            horizon=_HORIZON,
+            confidence=est.confidence,
+            regime=trend_vol_regime(close, sma, vol, vol_long),
+            features={"reversal_score": x, "vol_daily": vol, "beta": est.beta, "n_eff": est.n_eff},
+        )
