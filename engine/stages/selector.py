@@ -1,0 +1,272 @@
+"""Selector: a step's opportunities become a diversified, ordered slate.
+
+Two parts, tested apart:
+
+- :class:`ReturnHistory` keeps trailing per-symbol daily returns (numpy ring buffers) and
+  estimates pairwise correlations;
+- a :class:`SelectionPolicy` orders and cuts the candidates (:class:`PenaltySelector`,
+  :class:`AllSelector`).
+
+Decisions documented here (and tested in tests/stages):
+
+- Alignment: a return is recorded for step t only when the symbol also had a close at step t-1
+  (a return across a gap spans several steps and would be paired with other symbols' one-step
+  returns). Each symbol's ring buffer slot remembers the step it belongs to, so the history is a
+  step-aligned matrix with holes, and a correlation uses the pairwise-complete observations:
+  the steps where both symbols have a return.
+- Unknown correlation: with fewer than `min_overlap` common observations, or a constant series,
+  the correlation is reported as 1.0. For a diversification penalty the conservative guess is
+  "as correlated as possible": a name we know nothing about cannot buy its way into the slate
+  as a diversifier. The matrix is always NaN-free with a unit diagonal.
+- Penalty: only positive co-movement of the *positions* is penalised. With shorts allowed the
+  position correlation is sign_i * sign_j * rho_ij (a long and a short in two names moving
+  together is a hedge, not a concentration); diversifying (negative) correlation earns no bonus.
+  The default form is multiplicative, ``score * (1 - lambda * max_chosen rho+)``, because
+  score = mu/sigma grows with the square root of the horizon: a subtractive ``score - lambda *
+  rho`` would mean a different trade-off at each common horizon, and with lambda = 0.5 and
+  typical daily scores (0.05-0.2) it would exclude any name correlated more than ~0.3 with a
+  pick, i.e. nearly every second stock. The subtractive form is available (`form="subtractive"`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from config.models import RiskConfig, SelectorConfig
+from contracts import Opportunity
+
+__all__ = [
+    "AllSelector",
+    "PenaltySelector",
+    "ReturnHistory",
+    "SelectionPolicy",
+    "opportunity_score",
+    "selection_policy_from_config",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class _Series:
+    returns: FloatArray
+    steps: npt.NDArray[np.int64]
+    """Step index of each slot (-1 = never written); a slot is valid iff its step is in window."""
+    last_close: float
+    last_step: int
+
+
+class ReturnHistory:
+    """Trailing simple returns per symbol over the last `lookback` steps, step-aligned."""
+
+    def __init__(self, lookback: int, *, min_overlap: int | None = None) -> None:
+        if lookback < 2:
+            raise ValueError(f"lookback must be >= 2, got {lookback}")
+        overlap = min(20, lookback) if min_overlap is None else min_overlap
+        if not 2 <= overlap <= lookback:
+            raise ValueError(f"min_overlap must be in [2, lookback={lookback}], got {overlap}")
+        self.lookback = lookback
+        self.min_overlap = overlap
+        self._step = -1
+        self._series: dict[str, _Series] = {}
+
+    @property
+    def steps(self) -> int:
+        """Number of `update` calls so far."""
+        return self._step + 1
+
+    def symbols(self) -> list[str]:
+        return sorted(self._series)
+
+    def update(self, closes: Mapping[str, float]) -> None:
+        """Record one step's closes. Call once per step, including steps with no closes.
+
+        A non-finite or non-positive close is treated as missing.
+        """
+        self._step += 1
+        t = self._step
+        slot = t % self.lookback
+        for symbol, close in closes.items():
+            close = float(close)
+            if not (math.isfinite(close) and close > 0.0):
+                continue
+            series = self._series.get(symbol)
+            if series is None:
+                self._series[symbol] = _Series(
+                    returns=np.zeros(self.lookback, dtype=np.float64),
+                    steps=np.full(self.lookback, -1, dtype=np.int64),
+                    last_close=close,
+                    last_step=t,
+                )
+                continue
+            if series.last_step == t - 1:
+                series.returns[slot] = close / series.last_close - 1.0
+                series.steps[slot] = t
+            series.last_close = close
+            series.last_step = t
+
+    def returns(self, symbol: str) -> FloatArray:
+        """The symbol's returns in the window, oldest first, NaN where it has none."""
+        values, _ = self._matrix([symbol])
+        row: FloatArray = values[0]
+        return row
+
+    def _matrix(self, symbols: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """K x lookback returns (columns oldest -> newest) and the validity mask."""
+        k, n = len(symbols), self.lookback
+        values = np.full((k, n), np.nan, dtype=np.float64)
+        mask = np.zeros((k, n), dtype=np.bool_)
+        t = self._step
+        if t < 0:
+            return values, mask
+        # Column c holds step t - n + 1 + c, whose slot is (t - n + 1 + c) % n.
+        column_steps = np.arange(t - n + 1, t + 1, dtype=np.int64)
+        order = column_steps % n
+        for i, symbol in enumerate(symbols):
+            series = self._series.get(symbol)
+            if series is None:
+                continue
+            # Valid iff the slot was written at that very step (-1 marks never written).
+            valid = (series.steps[order] == column_steps) & (column_steps >= 0)
+            mask[i] = valid
+            values[i, valid] = series.returns[order][valid]
+        return values, mask
+
+    def correlation(self, symbols: Sequence[str]) -> FloatArray:
+        """K x K pairwise-complete correlations; unknown pairs are 1.0 (see module doc)."""
+        k = len(symbols)
+        if k == 0:
+            return np.zeros((0, 0), dtype=np.float64)
+        values, mask = self._matrix(symbols)
+        m = mask.astype(np.float64)
+        x = np.where(mask, values, 0.0)
+        # Sums over the common observations of each pair (i, j).
+        n = m @ m.T
+        sx = x @ m.T  # sum of x_i where both i and j have a value
+        sxx = (x * x) @ m.T
+        sxy = x @ x.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cov = sxy - sx * sx.T / n
+            var_i = sxx - sx * sx / n
+            corr = cov / np.sqrt(var_i * var_i.T)
+        # A (numerically) constant series over the overlap has no defined correlation.
+        flat = (var_i <= 1e-12 * sxx) | (var_i <= 0.0)
+        unknown = (n < self.min_overlap) | ~np.isfinite(corr) | flat | flat.T
+        corr = np.where(unknown, 1.0, np.clip(corr, -1.0, 1.0))
+        np.fill_diagonal(corr, 1.0)
+        result: FloatArray = corr.astype(np.float64)
+        return result
+
+
+def opportunity_score(opp: Opportunity, allow_short: bool) -> float:
+    """mu / sigma, or |mu| / sigma when shorts are allowed (the side follows the sign of mu)."""
+    mu = abs(opp.mu) if allow_short else opp.mu
+    return mu / opp.sigma
+
+
+class SelectionPolicy(Protocol):
+    name: str
+
+    def select(
+        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+    ) -> list[Opportunity]:
+        """The chosen opportunities, in the order chosen (most wanted first)."""
+        ...
+
+
+class AllSelector:
+    """Every candidate with a positive score, best score first (ties: by symbol)."""
+
+    name = "all"
+
+    def __init__(self, allow_short: bool = False) -> None:
+        self.allow_short = allow_short
+
+    def select(
+        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+    ) -> list[Opportunity]:
+        scored = [(opportunity_score(o, self.allow_short), o) for o in opportunities]
+        chosen = [(s, o) for s, o in scored if s > 0.0]
+        chosen.sort(key=lambda so: (-so[0], so[1].symbol))
+        return [o for _, o in chosen]
+
+
+class PenaltySelector:
+    """Greedy diversified top-K with a correlation penalty against the names already chosen.
+
+    Each round picks the candidate with the highest adjusted score (ties: smallest symbol), where
+    the penalty uses the largest positive position-correlation with a chosen name; it stops at
+    `top_k` picks or when no candidate's adjusted score is > 0.
+    """
+
+    name = "penalty"
+
+    def __init__(
+        self,
+        top_k: int,
+        correlation_penalty: float,
+        allow_short: bool = False,
+        *,
+        form: Literal["multiplicative", "subtractive"] = "multiplicative",
+    ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not (math.isfinite(correlation_penalty) and correlation_penalty >= 0.0):
+            raise ValueError(f"correlation_penalty must be >= 0, got {correlation_penalty}")
+        if form not in ("multiplicative", "subtractive"):
+            raise ValueError(f"form must be 'multiplicative' or 'subtractive', got {form!r}")
+        self.top_k = top_k
+        self.correlation_penalty = correlation_penalty
+        self.allow_short = allow_short
+        self.form = form
+
+    def select(
+        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+    ) -> list[Opportunity]:
+        cands = sorted(
+            (o for o in opportunities if opportunity_score(o, self.allow_short) > 0.0),
+            key=lambda o: o.symbol,
+        )
+        if not cands:
+            return []
+        scores = np.array([opportunity_score(o, self.allow_short) for o in cands])
+        signs = np.array([1.0 if o.mu >= 0.0 else -1.0 for o in cands])
+        corr = history.correlation([o.symbol for o in cands])
+        position_corr = corr * np.outer(signs, signs)
+        # worst[i]: largest positive position-correlation of candidate i with a chosen name.
+        worst = np.zeros(len(cands))
+        available = np.ones(len(cands), dtype=np.bool_)
+        lam = self.correlation_penalty
+        chosen: list[Opportunity] = []
+        while len(chosen) < self.top_k and available.any():
+            if self.form == "multiplicative":
+                adjusted = scores * (1.0 - lam * worst)
+            else:
+                adjusted = scores - lam * worst
+            adjusted = np.where(available, adjusted, -np.inf)
+            best = int(np.argmax(adjusted))  # first maximum = smallest symbol on ties
+            if not adjusted[best] > 0.0:
+                break
+            chosen.append(cands[best])
+            available[best] = False
+            worst = np.maximum(worst, np.maximum(position_corr[best], 0.0))
+        return chosen
+
+
+def selection_policy_from_config(cfg: SelectorConfig, risk: RiskConfig) -> SelectionPolicy:
+    """The configured policy; `dpp` is not implemented yet (a start-up error)."""
+    if cfg.policy == "penalty":
+        return PenaltySelector(cfg.top_k, cfg.correlation_penalty, risk.allow_short)
+    if cfg.policy == "all":
+        return AllSelector(risk.allow_short)
+    if cfg.policy == "dpp":
+        raise NotImplementedError(
+            "selector.policy = 'dpp' arrives with the DPP issue; use 'penalty'"
+        )
+    raise ValueError(f"unknown selector.policy {cfg.policy!r}")  # pragma: no cover - Literal
