@@ -30,7 +30,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -358,13 +358,20 @@ class ReplaySourceConfig(ConfigModel):
     name: SourceName
     """Unique source name."""
     paths: list[Path] = Field(min_length=1)
-    """Files to replay (CSV/Parquet); merged in event-time order."""
-    layout: Literal["auto", "wide", "long"] = "auto"
-    """``wide``: one column per symbol; ``long``: one row per (time, symbol); ``auto``: detect."""
+    """Files to replay (CSV, gzip CSV, Parquet), merged in event-time order. ``bundled:<file>``
+    names data shipped with tradeengine (e.g. ``bundled:us_stocks_20_daily_close.csv.gz``);
+    relative paths are resolved against the config file's directory."""
+    layout: Literal["auto", "wide", "long", "ohlcv"] = "auto"
+    """``wide``: time + one column per symbol (closes) or series; ``long``: one row per
+    (time, symbol); ``ohlcv``: one instrument, time + Open/High/Low/Close[/Volume];
+    ``auto``: a ``symbol``/``ticker`` (``series`` for macro) column means long, else a ``close``
+    column means ohlcv, else wide."""
     data: Literal["bars", "macro"] = "bars"
     """What the files hold: OHLCV bars or macro series observations."""
     symbols: list[str] | None = None
-    """Replay only these symbols (default: every symbol in the files)."""
+    """Replay only these symbols or macro series (default: every one in the files). For one
+    single-instrument OHLCV file, ``symbols[0]`` names its instrument (default: the file stem
+    upper-cased)."""
     start: date | None = None
     """First day replayed (inclusive)."""
     end: date | None = None
@@ -373,6 +380,20 @@ class ReplaySourceConfig(ConfigModel):
     """Multiple of real time (1.0 = real time); unset = as fast as possible."""
     currency: str = Field(default="USD", pattern=CURRENCY_PATTERN)
     """Currency the prices are quoted in."""
+    market_close_utc: time = time(21, 0)
+    """UTC time a date-only row is stamped with. Default: the US equity close (16:00 New York)
+    ignoring daylight saving time, so in summer the stamp is an hour after the close (late,
+    never early: no look-ahead)."""
+    daily_midnight_as_date: bool = True
+    """A file whose timestamps are all midnight (e.g. ``1990-01-02 00:00:00+00:00``) holds daily
+    data: stamp its rows like date-only rows, at `market_close_utc`, not at 00:00 (before the
+    day's values existed)."""
+    interval: Literal["1min", "5min", "15min", "1h", "1d", "1w"] | None = None
+    """Bar interval; unset = ``1d`` for dates, else inferred from the median row spacing."""
+    series_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:-]{0,31})?$")
+    """Macro data: prepended to each column name to form the series name (``ust_`` + ``10year``)."""
+    unit: str = Field(default="decimal", max_length=32)
+    """Macro data: unit of the values (the bundled yields are decimal: 0.0783 = 7.83 %)."""
 
     @model_validator(mode="after")
     def _check_dates(self) -> ReplaySourceConfig:
@@ -526,6 +547,10 @@ class RiskConfig(ConfigModel):
     """Drawdown from peak equity that switches to REDUCING (no new risk)."""
     halt_at_drawdown: float = Field(default=0.20, gt=0, le=1)
     """Drawdown from peak equity that switches to HALTED; must be > reduce_at_drawdown."""
+    drawdown_window: int = Field(default=252, ge=0)
+    """Steps over which the peak for the REDUCING state is taken (0: since the run started).
+    The state cools off once the peak rolls out of the window, so an account that stopped
+    opening positions can resume; HALTED always measures from the all-time peak."""
 
     @model_validator(mode="after")
     def _check_ranges(self) -> RiskConfig:

@@ -21,30 +21,34 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
-def _to_utc(value: datetime) -> datetime:
+def _aware_utc(value: datetime) -> datetime:
+    """Reject naive datetimes; normalise aware ones to UTC (one validator: it runs per field of
+    every message, so the common already-UTC case returns at once)."""
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    if tz is None or tz.utcoffset(value) is None:
+        raise ValueError("naive datetime: a timezone is required (use UTC)")
     try:
         return value.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00+01:00: the UTC instant is before year 1
         raise ValueError("datetime out of range once converted to UTC") from None
 
 
+_ZERO_IDS = frozenset({"0" * 32, "0" * 16})
+
+
 def _not_all_zero(value: str) -> str:
-    if value.strip("0") == "":
+    # The pattern already guarantees fixed-length lowercase hex, so all-zero is one set lookup.
+    if value in _ZERO_IDS:
         raise ValueError("an all-zero id is invalid (W3C trace context)")
-    return value
-
-
-def _require_aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise ValueError("naive datetime: a timezone is required (use UTC)")
     return value
 
 
 UtcDatetime = Annotated[
     datetime,
     Field(strict=True),
-    AfterValidator(_require_aware),
-    AfterValidator(_to_utc),
+    AfterValidator(_aware_utc),
 ]
 """A timezone-aware datetime, stored in UTC. Naive datetimes are rejected, never assumed UTC."""
 

@@ -1,44 +1,88 @@
 """The composition root: builds every component of a run from an `EngineConfig`.
 
 Nothing else in the engine constructs components or reads configuration; components receive
-what they need (clock, bus, loggers, ids) as arguments. Construction does no I/O: `start()` does,
-and `stop()` undoes it in reverse order, so the engine is an async context manager like every
-other resource.
+what they need (clock, bus, loggers, ids) as arguments. The life of a run has three phases:
+
+- `prepare()` checks everything that bad input can break — data files, agent plugins, policy
+  names — and writes nothing, so a bad file or a typo fails before a run directory exists;
+- `start()` creates the run directory and journal and starts components consumers-first
+  (journal, pipeline, blender, agents), so nothing published is missed;
+- `run()` replays the configured sources in lock-step with the pipeline (or, with no replay
+  source, waits for a stop request), and `stop()` stops components producers-first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from config import EngineConfig
 from config.enums import ClockKind, TradingMode
+from config.models import ReplaySourceConfig
 from contracts import IdGenerator
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus
 from engine.clock import Clock, LiveClock, ReplayClock
+from engine.execution.costs import costs_from_config
+from engine.execution.journal import Journal
+from engine.execution.paper import PaperBroker
+from engine.execution.portfolio import Portfolio
 from engine.lifecycle import AsyncService
-from engine.loader import LoadedAgent, instantiate, load_agents
+from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
+from engine.pipeline import TradingPipeline
+from engine.rundir import RunDirError, create_run_dir
+from engine.sources.replay import LoadedSource, ReplayDataError, ReplayFeed, load_source
+from engine.stages.blender import BlenderStage, blend_policy_from_config
+from engine.stages.risk import RiskStage
+from engine.stages.selector import ReturnHistory, selection_policy_from_config
+from engine.summary import RunSummary, baseline_from_prices, performance
 from engine.supervisor import AgentRunner, AgentSupervisor, MailboxSpec, SupervisionPolicy
 from engine.telemetry.logging import Logger, get_logger
 
 # A replay clock starts here and is moved to the first event's time by the replay source.
 REPLAY_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MODEL_VERSION_PREFIX = "tradeengine-v0"
 
 
 class LiveTradingUnavailableError(RuntimeError):
     """`--live` was asked for but no live broker exists yet."""
 
 
+class StartupError(Exception):
+    """Bad input found before the run started; one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Per-run choices from the command line (not part of the config hash)."""
+
+    start: date | None = None
+    end: date | None = None
+    run_dir: Path | None = None
+    """Explicit run directory (must not exist or be empty); default: a new one under run_dir."""
+    base_dir: Path = Path(".")
+    """Directory relative data paths are resolved against (the config file's folder)."""
+
+
 class Engine(AsyncService):
-    """One engine run: bus, clock, ids, agents under supervision (stages join in later issues)."""
+    """One engine run; see the module docstring for its phases."""
 
     def __init__(
         self,
         config: EngineConfig,
         *,
+        options: RunOptions | None = None,
         clock: Clock | None = None,
         log: Logger | None = None,
     ) -> None:
@@ -47,65 +91,327 @@ class Engine(AsyncService):
                 "live trading is not available: no live broker is implemented yet; run with --paper"
             )
         self.config = config
+        self.options = options or RunOptions()
         self.config_hash = config.config_hash()
         self.clock: Clock = clock or (
             ReplayClock(REPLAY_EPOCH) if config.engine.clock is ClockKind.REPLAY else LiveClock()
         )
-        self.ids = IdGenerator(config.engine.seed)
         self.log = log or get_logger("engine")
         self.bus = MessageBus(
             default_capacity=config.bus.default_capacity,
             default_policy=config.bus.default_policy,
         )
-        self._loaded: Sequence[LoadedAgent] = ()
+        self.run_dir: Path | None = None
         self.supervisor: AgentSupervisor | None = None
+        self.blender: BlenderStage | None = None
+        self.pipeline: TradingPipeline | None = None
+        self.journal: Journal | None = None
+        self.portfolio: Portfolio | None = None
+        self.broker: PaperBroker | None = None
+        self._loaded: Sequence[LoadedAgent] = ()
+        self._sources: list[LoadedSource] = []
+        self._prepared = False
+        self._stop_requested = asyncio.Event()
+        self._started_at = 0.0
+
+    # -- ids -----------------------------------------------------------------------------------
+
+    def ids_for(self, component: str) -> IdGenerator:
+        """A component's own id stream, derived from the run seed and its name, so adding a
+        component does not change the ids (and so the journal bytes) of the others."""
+        seed = self.config.engine.seed
+        derived = int.from_bytes(hashlib.sha256(f"{seed}:{component}".encode()).digest()[:8])
+        return IdGenerator(derived)
 
     def _context_for(self, name: str) -> AgentContext:
-        # Each agent gets its own id stream, derived from the run seed and its name, so adding an
-        # agent does not change the ids (and so the DecisionLog bytes) of the others.
-        seed = self.config.engine.seed
-        derived = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big")
-        return AgentContext(clock=self.clock, log=get_logger("agent"), ids=IdGenerator(derived))
+        return AgentContext(clock=self.clock, log=get_logger("agent"), ids=self.ids_for(name))
+
+    # -- phase 1: validate everything, write nothing --------------------------------------------
 
     def build_agents(self) -> list[Agent[Any]]:
         """Load and construct the configured agents; raises AgentLoadError listing problems."""
         self._loaded = load_agents(self.config.agents)
         return instantiate(self._loaded, self._context_for)
 
+    def prepare(self) -> None:
+        problems: list[str] = []
+        try:
+            self._loaded = load_agents(self.config.agents)
+        except AgentLoadError as exc:
+            problems.extend(exc.problems)
+        for index, source in enumerate(self.config.sources):
+            if not isinstance(source, ReplaySourceConfig):
+                problems.append(
+                    f"sources[{index}] ({source.name}): kind {source.kind!r} is not available "
+                    "yet (replay only)"
+                )
+                continue
+            try:
+                self._sources.append(
+                    load_source(
+                        source,
+                        base_dir=self.options.base_dir,
+                        start=self.options.start,
+                        end=self.options.end,
+                    )
+                )
+            except (ReplayDataError, OSError) as exc:
+                problems.append(f"sources[{index}] ({source.name}): {exc}")
+        for what, build in (
+            ("blender", lambda: blend_policy_from_config(self.config.blender, self.config.risk)),
+            (
+                "selector",
+                lambda: selection_policy_from_config(self.config.selector, self.config.risk),
+            ),
+        ):
+            try:
+                build()
+            except (NotImplementedError, ValueError) as exc:
+                problems.append(f"{what}.policy: {exc}")
+        if self._sources and not isinstance(self.clock, ReplayClock):
+            problems.append("engine.clock: replay sources need clock = 'replay'")
+        if problems:
+            raise StartupError(problems)
+        self._prepared = True
+
+    # -- phase 2: start ------------------------------------------------------------------------
+
     async def start(self) -> None:
-        agents = self.build_agents()
-        sup_cfg = self.config.supervisor
-        source_names = [s.name for s in self.config.sources]
+        if not self._prepared:
+            self.prepare()
+        cfg = self.config
+        self._started_at = time.perf_counter()
+        if self._sources:
+            self.run_dir = create_run_dir(
+                cfg.engine.run_dir,
+                explicit=self.options.run_dir,
+                label=f"seed{cfg.engine.seed}-{self.config_hash[:8]}",
+                now=datetime.now(UTC),
+            )
+            self.log = self.log.bind(run_dir=str(self.run_dir))
+            if cfg.execution.journal.enabled:
+                self.journal = Journal(
+                    self.run_dir / "journal.sqlite",
+                    batch_size=cfg.execution.journal.batch_size,
+                    flush_interval_s=cfg.execution.journal.flush_interval_s,
+                    meta={
+                        "config_hash": self.config_hash,
+                        "seed": cfg.engine.seed,
+                        "engine_name": cfg.engine.name,
+                    },
+                )
+                await self.journal.start()
+            self._build_trading_path()
+            assert self.pipeline is not None
+            assert self.blender is not None
+            await self.pipeline.start()
+            await self.blender.start()
+        agents = instantiate(self._loaded, self._context_for)
+        self.supervisor = self._build_supervisor(agents)
+        await self.supervisor.start()
+        self.log.info(
+            "engine started",
+            mode=cfg.engine.mode.value,
+            clock=cfg.engine.clock.value,
+            agents=self.supervisor.live_agents(),
+            sources=[s.name for s in self._sources],
+            config_hash=self.config_hash,
+        )
+
+    def _build_trading_path(self) -> None:
+        cfg = self.config
+        currency = next(
+            (s.currency for s in cfg.sources if isinstance(s, ReplaySourceConfig)), "USD"
+        )
+        fees, fx = costs_from_config(cfg.execution, currency)
+        self.portfolio = Portfolio(initial_cash=cfg.execution.initial_cash, fx=fx)
+        self.broker = PaperBroker(
+            portfolio=self.portfolio,
+            fees=fees,
+            fx=fx,
+            slippage_bps=cfg.execution.slippage_bps,
+            ids=self.ids_for("broker"),
+            clock=self.clock,
+        )
+        blend_policy = blend_policy_from_config(cfg.blender, cfg.risk)
+        risk = RiskStage(
+            config=cfg.risk,
+            fees=fees,
+            fx=fx,
+            slippage_bps=cfg.execution.slippage_bps,
+            ids=self.ids_for("risk"),
+            config_hash=self.config_hash,
+            model_version=f"{MODEL_VERSION_PREFIX}/{blend_policy.name}-{blend_policy.version}",
+        )
+        self.pipeline = TradingPipeline(
+            bus=self.bus,
+            clock=self.clock,
+            ids=self.ids_for("pipeline"),
+            log=get_logger("pipeline"),
+            selector=selection_policy_from_config(cfg.selector, cfg.risk),
+            history=ReturnHistory(cfg.selector.correlation_lookback),
+            risk=risk,
+            broker=self.broker,
+            portfolio=self.portfolio,
+            journal=self.journal,
+        )
+        self.blender = BlenderStage(
+            bus=self.bus,
+            policy=blend_policy,
+            agents=[la.config.name for la in self._loaded],
+            clock=self.clock,
+            ids=self.ids_for("blender"),
+            log=get_logger("blender"),
+            min_signals=cfg.blender.min_signals,
+        )
+
+    def _build_supervisor(self, agents: Sequence[Agent[Any]]) -> AgentSupervisor:
+        cfg = self.config
+        source_names = [s.name for s in cfg.sources]
         runners = []
         for agent, loaded in zip(agents, self._loaded, strict=True):
-            cfg = loaded.config
+            agent_cfg = loaded.config
             runners.append(
                 AgentRunner(
                     agent,
                     bus=self.bus,
                     clock=self.clock,
-                    ids=self._context_for(f"{cfg.name}.runtime").ids,
+                    ids=self.ids_for(f"{agent_cfg.name}.runtime"),
                     log=get_logger("supervisor"),
-                    policy=SupervisionPolicy.from_config(sup_cfg, cfg),
+                    policy=SupervisionPolicy.from_config(cfg.supervisor, agent_cfg),
                     mailbox=MailboxSpec(
-                        capacity=cfg.mailbox_capacity,
-                        policy=cfg.mailbox_policy or self.config.bus.default_policy,
+                        capacity=agent_cfg.mailbox_capacity,
+                        policy=agent_cfg.mailbox_policy or cfg.bus.default_policy,
                     ),
-                    patterns=cfg.subscriptions,
+                    patterns=agent_cfg.subscriptions,
                     expected_sources=source_names,
                 )
             )
-        self.supervisor = AgentSupervisor(runners, clock=self.clock, log=get_logger("supervisor"))
-        await self.supervisor.start()
-        self.log.info(
-            "engine started",
-            mode=self.config.engine.mode.value,
-            clock=self.config.engine.clock.value,
-            agents=self.supervisor.live_agents(),
-            config_hash=self.config_hash,
+        return AgentSupervisor(runners, clock=self.clock, log=get_logger("supervisor"))
+
+    # -- phase 3: run --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask a running `run()` to finish early (SIGINT/SIGTERM)."""
+        self._stop_requested.set()
+
+    async def run(self, on_step: Callable[[int, datetime], None] | None = None) -> bool:
+        """Replay the sources to the end, or wait for a stop request when there are none.
+
+        Returns True when the replay completed, False when it was interrupted.
+        """
+        if not self._sources:
+            await self._stop_requested.wait()
+            return False
+        assert isinstance(self.clock, ReplayClock)
+        assert self.pipeline is not None
+        speed = next(
+            (
+                s.speed
+                for s in self.config.sources
+                if isinstance(s, ReplaySourceConfig) and s.speed is not None
+            ),
+            None,
         )
+        feed = ReplayFeed(
+            self._sources,
+            bus=self.bus,
+            clock=self.clock,
+            ids=self.ids_for("replay"),
+            speed=speed,
+            step_done=self.pipeline.step_done,
+        )
+        self.steps_total = feed.steps_total
+        replay = asyncio.create_task(feed.run(on_step), name="replay")
+        stop = asyncio.create_task(self._stop_requested.wait(), name="stop-request")
+        done, _ = await asyncio.wait({replay, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if replay in done:
+            replay.result()  # re-raise a failure of the replay
+            return True
+        self.log.warning("replay interrupted by a stop request")
+        replay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replay
+        return False
+
+    # -- stop ----------------------------------------------------------------------------------
 
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self.blender is not None:
+            await self.blender.stop()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.journal is not None:
+            await self.journal.stop()
         self.log.info("engine stopped")
+
+    # -- summary -------------------------------------------------------------------------------
+
+    def summary(
+        self, *, completed: bool, baseline: dict[datetime, float] | None = None
+    ) -> RunSummary:
+        """Figures of the run so far (call after `stop()`)."""
+        pipeline = self.pipeline
+        snapshots = pipeline.snapshots if pipeline is not None else []
+        first = snapshots[0].ts if snapshots else None
+        last = snapshots[-1].ts if snapshots else None
+        initial = self.config.execution.initial_cash
+        perf = performance([s.equity for s in snapshots], first, last, initial)
+        broker_stats = self.broker.stats if self.broker is not None else None
+        years = (last - first).days / 365.25 if first and last and last > first else 0.0
+        mean_equity = sum(s.equity for s in snapshots) / len(snapshots) if snapshots else initial
+        traded = broker_stats.turnover if broker_stats is not None else 0.0
+        agents: dict[str, dict[str, Any]] = {}
+        signals = 0
+        if self.supervisor is not None:
+            for name, runner in self.supervisor.runners.items():
+                signals += runner.stats.signals
+                agents[name] = {
+                    "state": runner.state.value,
+                    "signals": runner.stats.signals,
+                    "failed": runner.stats.failed,
+                    "restarts": runner.stats.restarts,
+                    "overruns": runner.stats.overruns,
+                }
+        base = None
+        if baseline:
+            figures = baseline_from_prices(baseline, first, last)
+            if figures is not None:
+                base = {"name": "S&P 500 index (price only, buy and hold)", **figures}
+        stats = pipeline.stats if pipeline is not None else None
+        return RunSummary(
+            run_dir=str(self.run_dir) if self.run_dir is not None else "",
+            period_start=first.date().isoformat() if first else None,
+            period_end=last.date().isoformat() if last else None,
+            steps=stats.steps if stats else 0,
+            bars=stats.bars if stats else 0,
+            signals=signals,
+            opportunities=stats.opportunities if stats else 0,
+            intents=stats.intents if stats else 0,
+            denials=stats.denials if stats else 0,
+            orders=broker_stats.orders if broker_stats is not None else 0,
+            fills=broker_stats.fills if broker_stats is not None else 0,
+            fees_paid=broker_stats.fees_paid if broker_stats is not None else 0.0,
+            turnover_per_year=(traded / mean_equity / years) if years > 0 and mean_equity else 0.0,
+            account_currency=self.config.execution.account_currency,
+            performance=perf,
+            baseline=base,
+            denial_reasons=dict(sorted((stats.denial_reasons or {}).items())) if stats else {},
+            agents=agents,
+            seed=self.config.engine.seed,
+            config_hash=self.config_hash,
+            wall_seconds=time.perf_counter() - self._started_at,
+            completed=completed,
+        )
+
+
+__all__ = [
+    "Engine",
+    "LiveTradingUnavailableError",
+    "RunDirError",
+    "RunOptions",
+    "StartupError",
+]

@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -43,6 +51,29 @@ def _build_parser() -> argparse.ArgumentParser:
         help="paper trading (default: engine.mode of the config, paper unless set)",
     )
     mode.add_argument("--live", action="store_true", help="live trading (not available yet)")
+    run.add_argument(
+        "--start",
+        type=_iso_date,
+        default=None,
+        metavar="DATE",
+        help="first day to replay (YYYY-MM-DD, inclusive)",
+    )
+    run.add_argument(
+        "--end",
+        type=_iso_date,
+        default=None,
+        metavar="DATE",
+        help="last day to replay (YYYY-MM-DD, inclusive)",
+    )
+    run.add_argument("--seed", type=int, default=None, help="override engine.seed")
+    run.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory for this run (must not exist or be empty); default: a "
+        "new directory under engine.run_dir",
+    )
 
     cfg = commands.add_parser("config", help="validate a config or print its JSON Schema")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -112,69 +143,97 @@ def _cmd_contracts_schema(directory: Path | None, check: bool) -> int:
     return EXIT_OK
 
 
-def _cmd_run(path: Path, paper: bool, live: bool) -> int:
-    from engine.app import Engine, LiveTradingUnavailableError
-    from engine.loader import AgentLoadError
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.app import Engine, LiveTradingUnavailableError, RunOptions, StartupError
     from engine.telemetry.logging import configure_logging
 
-    if live:
+    path: Path = args.config
+    if args.live:
         print(
             "tradeengine: --live refused: no live broker is implemented yet; "
             "use --paper (the default)",
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.start is not None and args.end is not None and args.end < args.start:
+        print(
+            f"tradeengine: empty date range: --end {args.end} is before --start {args.start}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     cfg = _load_config_or_report(path)
     if cfg is None:
         return EXIT_USAGE
-    if paper:
-        cfg = cfg.model_copy(
-            update={"engine": cfg.engine.model_copy(update={"mode": TradingMode.PAPER})}
-        )
+    engine_section: dict[str, object] = {}
+    if args.paper:
+        engine_section["mode"] = TradingMode.PAPER
+    if args.seed is not None:
+        engine_section["seed"] = args.seed
+    if engine_section:
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update=engine_section)})
     configure_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
     try:
-        engine = Engine(cfg)
+        engine = Engine(
+            cfg,
+            options=RunOptions(
+                start=args.start, end=args.end, run_dir=args.run_dir, base_dir=path.parent
+            ),
+        )
+        engine.prepare()
     except LiveTradingUnavailableError as exc:
         print(f"tradeengine: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        _run_loop(_run_until_signalled(engine))
-    except AgentLoadError as exc:
+    except StartupError as exc:
         for line in exc.problems:
             print(f"{path}: {line}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_OK
+    return _run_loop(_run_engine(engine))
 
 
-async def _run_until_signalled(engine: Engine) -> None:
-    """Run until SIGINT/SIGTERM, then stop every component in order."""
-    stop = asyncio.Event()
+async def _run_engine(engine: Engine) -> int:
+    """Run until the replay ends or SIGINT/SIGTERM, then stop every component in order."""
+    from engine.run_report import Progress, write_summary
+    from engine.rundir import RunDirError
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, engine.request_stop)
     try:
-        async with engine:
-            await stop.wait()
-            engine.log.info("shutdown requested")
+        try:
+            await engine.start()
+        except RunDirError as exc:
+            print(f"tradeengine: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        completed = False
+        try:
+            with Progress(enabled=sys.stderr.isatty()) as progress:
+                completed = await engine.run(on_step=progress.callback(engine))
+        finally:
+            if not completed:
+                engine.log.info("shutdown requested")
+            await engine.stop()
+        if engine.run_dir is not None:
+            write_summary(engine, completed=completed)
+        return EXIT_OK
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (an optional dependency on some platforms)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "run":
-        return _cmd_run(args.config, args.paper, args.live)
+        return _cmd_run(args)
     if args.command == "config":
         if args.config_command == "validate":
             return _cmd_config_validate(args.path)

@@ -142,8 +142,11 @@ class AgentRunner:
         self._patterns = tuple(patterns if patterns is not None else agent.subscriptions())
         self._expected_sources = frozenset(expected_sources)
         self._subscription: Subscription | None = None
-        self._outcomes: deque[bool] = deque(maxlen=policy.failure_window)
-        self._failures_in_window = 0
+        self._outcomes = 0
+        """Number of outcomes so far (handled events and start attempts)."""
+        self._failure_marks: deque[int] = deque()
+        """Outcome numbers of the failures still inside the window."""
+        self._signal_topics: dict[str, str] = {}
         self._backoff_s = policy.backoff_initial_s
         self._source_watermarks: dict[str, datetime] = {}
         self._forwarded: datetime | None = None
@@ -165,10 +168,6 @@ class AgentRunner:
     @property
     def subscription(self) -> Subscription | None:
         return self._subscription
-
-    @property
-    def failures_in_window(self) -> int:
-        return self._failures_in_window
 
     def subscribe(self) -> None:
         """Open the mailbox before any source publishes, so the agent misses nothing."""
@@ -216,65 +215,82 @@ class AgentRunner:
     async def _loop(self) -> None:
         sub = self._subscription
         assert sub is not None, "subscribe() must be called before run()"
+        # The per-event path is written out here rather than split into helpers: it runs for
+        # every event of every agent (~500k times in the default replay), and each avoided
+        # call is measurable. The slow paths (watermarks, failures, overruns) are methods.
+        agent = self.agent
+        handlers = self._handlers
+        monotonic = self._clock.monotonic
+        budget = self.policy.handler_budget_s
+        stats = self.stats
+        initial_backoff = self.policy.backoff_initial_s
         while True:
             try:
                 batch = await sub.get_batch(64)
             except SubscriptionClosed:
                 return
             for topic, message in batch:
-                await self._handle(topic, message)
-                if self.state is AgentState.QUARANTINED:
-                    return
+                handler = handlers.get(type(message))
+                if handler is None:
+                    if isinstance(message, Watermark):
+                        await self._on_source_watermark(message)
+                    else:
+                        self._on_unexpected(topic, message)
+                    continue
+                assert isinstance(message, Contract)
+                agent._current = message
+                self._busy_event = message
+                self._overrun_reported = False
+                started = self._busy_since = monotonic()
+                try:
+                    await handler(message)
+                except Exception as exc:
+                    self._busy_since = None
+                    await self._on_hook_failure(exc, message, handler.__name__)
+                    if self.state is AgentState.QUARANTINED:
+                        return
+                    continue
+                self._busy_since = None
+                agent._current = None
+                stats.handled += 1
+                self._outcomes += 1
+                self._backoff_s = initial_backoff
+                elapsed = monotonic() - started
+                if elapsed > budget and not self._overrun_reported:
+                    self._report_overrun(message, elapsed, still_running=False)
+                if agent._outbox:
+                    await self._publish_outbox()
 
-    async def _handle(self, topic: str, message: object) -> None:
-        if isinstance(message, Watermark):
-            await self._on_source_watermark(message)
-            return
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            self.stats.unexpected_messages += 1
-            self._log.warning(
-                "agent mailbox received an unexpected message; ignored",
-                topic=topic,
-                message_type=type(message).__name__,
-            )
-            return
-        assert isinstance(message, Contract)
+    def _on_unexpected(self, topic: str, message: object) -> None:
+        self.stats.unexpected_messages += 1
+        self._log.warning(
+            "agent mailbox received an unexpected message; ignored",
+            topic=topic,
+            message_type=type(message).__name__,
+        )
+
+    async def _on_hook_failure(self, exc: Exception, message: Contract, hook: str) -> None:
         agent = self.agent
-        agent._set_current(message)
-        self._busy_event = message
-        self._overrun_reported = False
-        started = self._clock.monotonic()
-        self._busy_since = started
-        try:
-            await handler(message)
-        except Exception as exc:
-            self._busy_since = None
-            agent._set_current(None)
-            discarded = agent._take_outbox()
-            self.stats.discarded_signals += len(discarded)
-            self.stats.handled += 1
-            self._record_failure(exc, message, hook=handler.__name__, discarded=len(discarded))
-            if self.state is not AgentState.QUARANTINED:
-                await self._back_off()
-            return
-        self._busy_since = None
         agent._set_current(None)
+        discarded = agent._take_outbox()
+        self.stats.discarded_signals += len(discarded)
         self.stats.handled += 1
-        self._record_success()
-        elapsed = self._clock.monotonic() - started
-        if elapsed > self.policy.handler_budget_s and not self._overrun_reported:
-            self._report_overrun(message, elapsed, still_running=False)
-        await self._publish_outbox()
+        self._record_failure(exc, message, hook=hook, discarded=len(discarded))
+        if self.state is not AgentState.QUARANTINED:
+            await self._back_off()
 
     async def _publish_outbox(self) -> None:
         signals = self.agent._take_outbox()
         if not signals:
             return
         self.stats.signals += len(signals)
+        cache = self._signal_topics
         if len(signals) == 1:
             sig = signals[0]
-            await self._bus.publish(topics.signal(sig.agent, sig.symbol), sig)
+            topic = cache.get(sig.symbol)
+            if topic is None:
+                topic = cache[sig.symbol] = topics.signal(sig.agent, sig.symbol)
+            await self._bus.publish(topic, sig)
         else:
             await self._bus.publish_batch([(topics.signal(s.agent, s.symbol), s) for s in signals])
 
@@ -295,19 +311,27 @@ class AgentRunner:
         await self._bus.publish(topics.agent_watermark(self.name), out)
         self.stats.watermarks_forwarded += 1
 
-    def _record_success(self) -> None:
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
-            self._failures_in_window -= 1
-        self._outcomes.append(False)
-        self._backoff_s = self.policy.backoff_initial_s
+    @property
+    def failures_in_window(self) -> int:
+        """Failures among the last `failure_window` outcomes (handled events, start attempts)."""
+        self._expire_failures()
+        return len(self._failure_marks)
+
+    def _expire_failures(self) -> None:
+        oldest_kept = self._outcomes - self.policy.failure_window
+        marks = self._failure_marks
+        while marks and marks[0] < oldest_kept:
+            marks.popleft()
 
     def _record_failure(
         self, exc: BaseException, event: Contract | None, *, hook: str, discarded: int = 0
     ) -> None:
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
-            self._failures_in_window -= 1
-        self._outcomes.append(True)
-        self._failures_in_window += 1
+        # Outcomes are numbered; a failure remembers its number, so a success costs one
+        # increment and the window is counted only when something fails.
+        self._failure_marks.append(self._outcomes)
+        self._outcomes += 1
+        self._expire_failures()
+        failures = len(self._failure_marks)
         self.stats.failed += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         self._log.error(
@@ -317,12 +341,12 @@ class AgentRunner:
             symbol=getattr(event, "symbol", None),
             trace_id=getattr(event, "trace_id", None),
             ts_event=event.ts_event.isoformat() if event is not None else None,
-            failures_in_window=self._failures_in_window,
+            failures_in_window=failures,
             max_failures=self.policy.max_failures,
             discarded_signals=discarded,
             exc_info=exc,
         )
-        if self._failures_in_window >= self.policy.max_failures:
+        if failures >= self.policy.max_failures:
             self.state = AgentState.QUARANTINED
 
     async def _back_off(self) -> None:
@@ -384,7 +408,7 @@ class AgentRunner:
         if quarantined:
             self._log.error(
                 "agent quarantined",
-                failures_in_window=self._failures_in_window,
+                failures_in_window=self.failures_in_window,
                 failure_window=self.policy.failure_window,
                 last_error=self.stats.last_error,
             )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from config import load_config_text
 from contracts import AgentState, Signal, Watermark, topics
-from engine.app import Engine, LiveTradingUnavailableError
-from engine.loader import AgentLoadError
+from engine.app import Engine, LiveTradingUnavailableError, RunOptions, StartupError
 from engine.testing import make_bar
 
 T1 = datetime(2020, 1, 2, 21, tzinfo=UTC)
@@ -22,13 +22,18 @@ seed = 11
 [[sources]]
 kind = "replay"
 name = "prices"
-paths = ["prices.csv"]
+paths = ["bundled:us_stocks_20_daily_close.csv.gz"]
+symbols = ["AAPL"]
+start = 2020-01-02
+end = 2020-01-03
 
 [[sources]]
 kind = "replay"
 name = "yields"
-paths = ["yields.csv"]
+paths = ["bundled:us_treasury_yield_curves_daily.csv.gz"]
 data = "macro"
+start = 2016-01-04
+end = 2016-01-05
 
 [[agents]]
 name = "echo"
@@ -41,9 +46,11 @@ def _watermark(origin: str, ts: datetime, n: int) -> Watermark:
     return Watermark(trace_id=f"{n:032x}", ts_event=ts, ts_init=ts, origin=origin)
 
 
-async def test_start_when_two_sources_then_agent_watermark_waits_for_both() -> None:
-    # Arrange
-    engine = Engine(load_config_text(CONFIG, env={}))
+async def test_start_when_two_sources_then_agent_watermark_waits_for_both(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the replay feed is not run; the test publishes by hand to control the order
+    engine = Engine(load_config_text(CONFIG, env={}), options=RunOptions(run_dir=tmp_path / "run"))
     out = engine.bus.subscribe(
         [topics.ALL_SIGNALS, topics.ALL_AGENT_WATERMARKS], name="test.out", capacity=64
     )
@@ -78,15 +85,16 @@ async def test_start_when_two_sources_then_agent_watermark_waits_for_both() -> N
     assert state is AgentState.RUNNING
 
 
-async def test_start_when_agent_path_bad_then_load_error_before_anything_runs() -> None:
+async def test_start_when_agent_path_bad_then_startup_error_before_anything_runs() -> None:
     # Arrange
     engine = Engine(
         load_config_text('[[agents]]\nname = "x"\npath = "tests.kit.agents:Nope"\n', env={})
     )
     # Act / Assert
-    with pytest.raises(AgentLoadError, match="has no attribute 'Nope'"):
+    with pytest.raises(StartupError, match="has no attribute 'Nope'"):
         await engine.start()
     assert engine.supervisor is None
+    assert engine.run_dir is None
 
 
 def test_init_when_mode_live_then_refused_with_clear_message() -> None:
@@ -103,12 +111,12 @@ def test_context_when_same_seed_then_same_agent_ids_and_independent_of_other_age
     b = Engine(load_config_text("[engine]\nseed = 5\n", env={}))
     c = Engine(load_config_text("[engine]\nseed = 6\n", env={}))
     # Act
-    gen_a, gen_b = a._context_for("momentum").ids, b._context_for("momentum").ids
+    gen_a, gen_b = a.ids_for("momentum"), b.ids_for("momentum")
     ids_a = [gen_a.trace_id(), gen_a.trace_id()]
     ids_b = [gen_b.trace_id(), gen_b.trace_id()]
-    ids_c = c._context_for("momentum").ids.trace_id()
+    ids_c = c.ids_for("momentum").trace_id()
     # Assert
     assert ids_a == ids_b
     assert ids_a[0] != ids_a[1]
     assert ids_c != ids_a[0]
-    assert a._context_for("reversal").ids.trace_id() != ids_a[0]
+    assert a.ids_for("reversal").trace_id() != ids_a[0]

@@ -1,0 +1,167 @@
+"""The full default replay (1990-2022, 20 stocks, yield curves, three agents), timed.
+
+Prints JSON: wall time and steps/s, bars/s, signals/s of the whole engine, against a ceiling
+measured in the same run on the same machine: the replay feed alone (same events, same
+validation, one draining subscriber, no agents or stages). The ratio says what the trading
+path costs on top of reading and publishing the data. Target: the whole replay < 30 s.
+
+    .venv/bin/python benchmarks/bench_replay.py [--start DATE] [--end DATE] [--profile]
+
+--profile adds a cProfile run and a breakdown of where the time goes (own time grouped by
+component), which the closing notes of performance work quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config import load_config  # noqa: E402
+from contracts import IdGenerator  # noqa: E402
+from engine.app import Engine, RunOptions  # noqa: E402
+from engine.bus import MessageBus, SubscriptionClosed  # noqa: E402
+from engine.clock import ReplayClock  # noqa: E402
+from engine.sources.replay import ReplayFeed, load_source  # noqa: E402
+from engine.telemetry.logging import configure_logging  # noqa: E402
+
+GROUPS = (
+    ("plugins/", "agents (plugins)"),
+    ("engine/calibration", "agents (calibration)"),
+    ("engine/supervisor", "agent supervisor"),
+    ("engine/agent.py", "agent API (signal building)"),
+    ("engine/stages/blender", "blender"),
+    ("engine/stages/selector", "selector"),
+    ("engine/stages/risk", "risk"),
+    ("engine/pipeline", "pipeline"),
+    ("engine/execution", "execution + journal"),
+    ("engine/sources", "replay source"),
+    ("engine/bus", "bus"),
+    ("contracts/", "contracts (validators)"),
+    ("pydantic", "pydantic (validation)"),
+    ("sqlite3", "sqlite"),
+    ("numpy", "numpy"),
+    ("asyncio", "event loop"),
+    ("uvloop", "event loop"),
+)
+
+
+async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
+    cfg = load_config(ROOT / "engine.toml", env={})
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(
+            cfg, options=RunOptions(start=start, end=end, run_dir=Path(tmp) / "run", base_dir=ROOT)
+        )
+        t0 = time.perf_counter()
+        engine.prepare()
+        async with engine:
+            completed = await engine.run()
+        wall = time.perf_counter() - t0
+        summary = engine.summary(completed=completed)
+    return {
+        "wall_s": round(wall, 3),
+        "steps": summary.steps,
+        "bars": summary.bars,
+        "signals": summary.signals,
+        "opportunities": summary.opportunities,
+        "intents": summary.intents,
+        "fills": summary.fills,
+        "steps_per_s": round(summary.steps / wall),
+        "bars_per_s": round(summary.bars / wall),
+        "signals_per_s": round(summary.signals / wall),
+        "final_equity": round(summary.performance.final_equity, 2),
+    }
+
+
+async def _feed_only(start: date | None, end: date | None) -> dict[str, Any]:
+    cfg = load_config(ROOT / "engine.toml", env={})
+    t0 = time.perf_counter()
+    sources = [load_source(s, base_dir=ROOT, start=start, end=end) for s in cfg.sources]
+    bus = MessageBus()
+    sub = bus.subscribe(">", name="drain", capacity=4096)
+    received = 0
+
+    async def drain() -> None:
+        nonlocal received
+        while True:
+            try:
+                received += len(await sub.get_batch(4096))
+            except SubscriptionClosed:
+                return
+
+    task = asyncio.create_task(drain())
+    feed = ReplayFeed(sources, bus=bus, clock=ReplayClock(sources[0].first_ts), ids=IdGenerator(0))
+    stats = await feed.run()
+    sub.close()
+    await task
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": round(wall, 3),
+        "steps": stats.steps,
+        "messages": received,
+        "steps_per_s": round(stats.steps / wall),
+        "bars_per_s": round(stats.bars / wall),
+    }
+
+
+def _breakdown(profile: cProfile.Profile) -> dict[str, float]:
+    stats = pstats.Stats(profile)
+    total = 0.0
+    groups: dict[str, float] = defaultdict(float)
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        total += tottime
+        label = next((g for key, g in GROUPS if key in filename), "other")
+        if filename == "~":
+            label = "builtins (C)"
+        groups[label] += tottime
+    return {k: round(v / total, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", type=date.fromisoformat, default=None)
+    parser.add_argument("--end", type=date.fromisoformat, default=None)
+    parser.add_argument("--profile", action="store_true", help="add a cProfile breakdown")
+    parser.add_argument("--no-uvloop", action="store_true")
+    args = parser.parse_args()
+    configure_logging("warning", "json")
+    loop_name = "asyncio"
+    runner_factory: Any = None
+    if not args.no_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            runner_factory = uvloop.new_event_loop
+            loop_name = "uvloop"
+    report: dict[str, Any] = {"loop": loop_name, "python": sys.version.split()[0]}
+    with asyncio.Runner(loop_factory=runner_factory) as runner:
+        report["ceiling_feed_only"] = runner.run(_feed_only(args.start, args.end))
+        report["engine"] = runner.run(_engine_run(args.start, args.end))
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.enable()
+            runner.run(_engine_run(args.start, args.end))
+            profile.disable()
+            report["profile_share_of_own_time"] = _breakdown(profile)
+    engine_wall = report["engine"]["wall_s"]
+    report["engine_over_feed_only"] = round(engine_wall / report["ceiling_feed_only"]["wall_s"], 2)
+    report["target_full_replay_under_30s"] = engine_wall < 30.0 if args.start is None else None
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The trading pipeline of one step: fills, marks, exits, selection, risk, orders, snapshot.
+
+Why one task runs these in a fixed order instead of each stage being its own bus consumer:
+within a step they form a strict chain (risk must see the fills of this bar before it sizes,
+the venue must have this step's intents before the next bar arrives), and a fixed order is what
+makes a replay reproduce byte for byte. The stages stay separate objects with small interfaces
+(selector policy, risk stage, broker, portfolio), each testable and replaceable alone; only
+their sequencing lives here. The blender, which waits on many agents, stays its own task.
+
+Per step t, once the blender's watermark passes t:
+  1. the venue fills orders pending from earlier steps at this step's bars, triggers stops;
+  2. the portfolio is marked to this step's closes, the return history updated;
+  3. risk closes positions whose horizon elapsed;
+  4. the selector picks a diversified slate from this step's opportunities;
+  5. risk sizes the slate (or denies, with a reason) -> intents -> orders for the next bar;
+  6. the portfolio snapshot, decisions, orders and fills go to the journal and the bus;
+  7. `watermark.stage.pipeline` t is published and `step_done(t)` waiters are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from contracts import (
+    Bar,
+    DecisionKind,
+    DecisionLog,
+    Fill,
+    IdGenerator,
+    Opportunity,
+    Order,
+    Watermark,
+    topics,
+)
+from engine.bus import MessageBus, Subscription, SubscriptionClosed
+from engine.clock import Clock
+from engine.execution.journal import Journal
+from engine.execution.model import PortfolioSnapshot
+from engine.execution.paper import PaperBroker
+from engine.execution.portfolio import Portfolio
+from engine.lifecycle import AsyncService
+from engine.stages.risk import RiskStage
+from engine.stages.selector import ReturnHistory, SelectionPolicy
+from engine.telemetry.logging import Logger
+
+STAGE_NAME = "pipeline"
+BLENDER_WATERMARK = topics.stage_watermark("blender")
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    steps: int = 0
+    bars: int = 0
+    opportunities: int = 0
+    selected: int = 0
+    intents: int = 0
+    exits: int = 0
+    denials: int = 0
+    no_trades: int = 0
+    orders: int = 0
+    fills: int = 0
+    denial_reasons: dict[str, int] | None = None
+
+
+class TradingPipeline(AsyncService):
+    """Runs steps in order as the blender completes them; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        bus: MessageBus,
+        clock: Clock,
+        ids: IdGenerator,
+        log: Logger,
+        selector: SelectionPolicy,
+        history: ReturnHistory,
+        risk: RiskStage,
+        broker: PaperBroker,
+        portfolio: Portfolio,
+        journal: Journal | None,
+        capacity: int = 4096,
+    ) -> None:
+        self._bus = bus
+        self._clock = clock
+        self._ids = ids
+        self._log = log.bind(stage=STAGE_NAME)
+        self._selector = selector
+        self._history = history
+        self._risk = risk
+        self._broker = broker
+        self._portfolio = portfolio
+        self._journal = journal
+        self._capacity = capacity
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._bars: dict[datetime, list[Bar]] = defaultdict(list)
+        self._opportunities: dict[datetime, list[Opportunity]] = defaultdict(list)
+        self._done_through: datetime | None = None
+        self._progress = asyncio.Condition()
+        self._failure: BaseException | None = None
+        self.stats = PipelineStats(denial_reasons={})
+        self.snapshots: list[PortfolioSnapshot] = []
+        """One snapshot per step, in order: the equity curve of the run summary."""
+
+    @property
+    def done_through(self) -> datetime | None:
+        return self._done_through
+
+    async def start(self) -> None:
+        self._sub = self._bus.subscribe(
+            [topics.ALL_BARS, topics.ALL_OPPORTUNITIES, BLENDER_WATERMARK],
+            name=f"stage.{STAGE_NAME}",
+            capacity=self._capacity,
+        )
+        self._task = asyncio.create_task(self._run(self._sub), name=f"stage:{STAGE_NAME}")
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def step_done(self, ts: datetime) -> None:
+        """Wait until every step up to `ts` went through the pipeline (lock-step replay)."""
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: (
+                    self._failure is not None
+                    or (self._done_through is not None and self._done_through >= ts)
+                )
+            )
+        if self._failure is not None:
+            raise RuntimeError("the trading pipeline failed") from self._failure
+
+    async def _run(self, sub: Subscription) -> None:
+        try:
+            while True:
+                try:
+                    batch = await sub.get_batch(1024)
+                except SubscriptionClosed:
+                    return
+                for _topic, message in batch:
+                    if isinstance(message, Bar):
+                        self._bars[message.ts_event].append(message)
+                    elif isinstance(message, Opportunity):
+                        self._opportunities[message.ts_event].append(message)
+                    elif isinstance(message, Watermark):
+                        await self._complete_through(message.ts_event)
+        except BaseException as exc:
+            # A fault here is a bug in a stage; fail the run loudly rather than hang the replay.
+            self._failure = exc
+            self._log.error("trading pipeline failed", exc_info=exc)
+            async with self._progress:
+                self._progress.notify_all()
+            raise
+
+    async def _complete_through(self, ts: datetime) -> None:
+        pending = sorted(t for t in set(self._bars) | set(self._opportunities) if t <= ts)
+        for step in pending:
+            await self._run_step(step)
+        self._done_through = ts
+        await self._bus.publish(
+            topics.stage_watermark(STAGE_NAME),
+            Watermark(
+                trace_id=self._ids.trace_id(),
+                ts_event=ts,
+                ts_init=self._clock.now(),
+                origin=STAGE_NAME,
+            ),
+        )
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _run_step(self, step: datetime) -> None:
+        bars = sorted(self._bars.pop(step, ()), key=lambda b: b.symbol)
+        opportunities = self._opportunities.pop(step, [])
+        stats = self.stats
+        now = self._clock.now()
+        stats.steps += 1
+        stats.bars += len(bars)
+        stats.opportunities += len(opportunities)
+
+        events: list[Order | Fill] = list(self._broker.on_bars(bars))
+        self._portfolio.mark(bars)
+        if bars:
+            self._history.update({b.symbol: b.close for b in bars})
+
+        decisions: list[DecisionLog] = list(self._risk.exits(step, now, self._portfolio))
+        stats.exits += len(decisions)
+        slate = self._selector.select(sorted(opportunities, key=lambda o: o.symbol), self._history)
+        stats.selected += len(slate)
+        decisions.extend(self._risk.decide(step, now, slate, self._portfolio))
+        for decision in decisions:
+            if decision.kind is DecisionKind.INTENT:
+                assert decision.intent is not None
+                events.append(self._broker.submit(decision.intent))
+                stats.intents += 1
+            elif decision.kind is DecisionKind.DENIAL:
+                stats.denials += 1
+                reason = decision.reason.value if decision.reason else "unknown"
+                assert stats.denial_reasons is not None
+                stats.denial_reasons[reason] = stats.denial_reasons.get(reason, 0) + 1
+            else:
+                stats.no_trades += 1
+        snapshot = self._portfolio.snapshot(step)
+        self.snapshots.append(snapshot)
+
+        out: list[tuple[str, object]] = []
+        for event in events:
+            if isinstance(event, Fill):
+                stats.fills += 1
+                out.append((topics.fill(event.symbol), event))
+            else:
+                stats.orders += 1
+                out.append((topics.order(event.symbol), event))
+        for decision in decisions:
+            out.append((topics.decision(decision.symbol), decision))
+            if decision.intent is not None:
+                out.append((topics.intent(decision.intent.symbol), decision.intent))
+        if self._journal is not None:
+            for item in (*decisions, *events):
+                await self._journal.put(item)
+            await self._journal.put(snapshot)
+        if out:
+            await self._bus.publish_batch(out)
