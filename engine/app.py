@@ -168,6 +168,14 @@ class Engine(AsyncService):
                 build()
             except (NotImplementedError, ValueError) as exc:
                 problems.append(f"{what}.policy: {exc}")
+        fx_series = self.config.execution.fx.series
+        if fx_series is not None and not problems:
+            macro = {s for src in self._sources if src.kind == "macro" for s in src.symbols}
+            if fx_series not in macro:
+                problems.append(
+                    f"execution.fx.series: {fx_series!r} is not published by any macro source "
+                    f"(available: {', '.join(sorted(macro)) or 'none'})"
+                )
         if self._sources and not isinstance(self.clock, ReplayClock):
             problems.append("engine.clock: replay sources need clock = 'replay'")
         if problems:
@@ -254,6 +262,9 @@ class Engine(AsyncService):
             broker=self.broker,
             portfolio=self.portfolio,
             journal=self.journal,
+            fx=fx,
+            fx_series=cfg.execution.fx.series,
+            fx_currency=currency,
         )
         self.blender = BlenderStage(
             bus=self.bus,

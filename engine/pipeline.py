@@ -31,6 +31,7 @@ from contracts import (
     DecisionLog,
     Fill,
     IdGenerator,
+    MacroObservation,
     Opportunity,
     Order,
     Watermark,
@@ -38,6 +39,7 @@ from contracts import (
 )
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import Clock
+from engine.execution.costs import FxConverter
 from engine.execution.journal import Journal
 from engine.execution.model import PortfolioSnapshot
 from engine.execution.paper import PaperBroker
@@ -63,6 +65,7 @@ class PipelineStats:
     no_trades: int = 0
     orders: int = 0
     fills: int = 0
+    fx_updates: int = 0
     denial_reasons: dict[str, int] | None = None
 
 
@@ -83,6 +86,9 @@ class TradingPipeline(AsyncService):
         portfolio: Portfolio,
         journal: Journal | None,
         capacity: int = 4096,
+        fx: FxConverter | None = None,
+        fx_series: str | None = None,
+        fx_currency: str = "USD",
     ) -> None:
         self._bus = bus
         self._clock = clock
@@ -95,6 +101,10 @@ class TradingPipeline(AsyncService):
         self._portfolio = portfolio
         self._journal = journal
         self._capacity = capacity
+        self._fx = fx
+        self._fx_series = fx_series
+        self._fx_currency = fx_currency
+        self._fx_pending: list[MacroObservation] = []
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._bars: dict[datetime, list[Bar]] = defaultdict(list)
@@ -111,8 +121,11 @@ class TradingPipeline(AsyncService):
         return self._done_through
 
     async def start(self) -> None:
+        patterns = [topics.ALL_BARS, topics.ALL_OPPORTUNITIES, BLENDER_WATERMARK]
+        if self._fx_series is not None:
+            patterns.append(topics.macro(self._fx_series))
         self._sub = self._bus.subscribe(
-            [topics.ALL_BARS, topics.ALL_OPPORTUNITIES, BLENDER_WATERMARK],
+            patterns,
             name=f"stage.{STAGE_NAME}",
             capacity=self._capacity,
         )
@@ -152,6 +165,10 @@ class TradingPipeline(AsyncService):
                         self._opportunities[message.ts_event].append(message)
                     elif isinstance(message, Watermark):
                         await self._complete_through(message.ts_event)
+                    elif (
+                        isinstance(message, MacroObservation) and message.series == self._fx_series
+                    ):
+                        self._fx_pending.append(message)
         except BaseException as exc:
             # A fault here is a bug in a stage; fail the run loudly rather than hang the replay.
             self._failure = exc
@@ -177,6 +194,16 @@ class TradingPipeline(AsyncService):
         async with self._progress:
             self._progress.notify_all()
 
+    def _apply_fx(self, step: datetime) -> None:
+        """Move the shared FX converter to the latest rate known at `step` (before fills)."""
+        assert self._fx is not None
+        due = [o for o in self._fx_pending if o.ts_event <= step]
+        if not due:
+            return
+        self._fx_pending = [o for o in self._fx_pending if o.ts_event > step]
+        self._fx.set_rate(self._fx_currency, due[-1].value)
+        self.stats.fx_updates += len(due)
+
     async def _run_step(self, step: datetime) -> None:
         bars = sorted(self._bars.pop(step, ()), key=lambda b: b.symbol)
         opportunities = self._opportunities.pop(step, [])
@@ -184,6 +211,8 @@ class TradingPipeline(AsyncService):
         now = self._clock.now()
         stats.steps += 1
         stats.bars += len(bars)
+        if self._fx_pending:
+            self._apply_fx(step)
         stats.opportunities += len(opportunities)
 
         events: list[Order | Fill] = list(self._broker.on_bars(bars))

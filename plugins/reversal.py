@@ -62,6 +62,10 @@ class ShortTermReversalParams(BaseModel):
     refit_every: int = Field(
         default=20, ge=1, description="Samples between regression solves (20: about once a bar)"
     )
+    emit_zero_confidence: bool = Field(
+        default=False,
+        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
+    )
 
 
 class _SymbolState:
@@ -117,6 +121,10 @@ class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
                 x = past / (vol * self._window_sqrt)
         est = self._calibrator.update(bar.symbol, x, close, scale=scale)
         if est is None or x is None or vol is None:
+            return
+        if est.confidence <= 0.0 and not p.emit_zero_confidence:
+            # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
+            # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
             return
         sma = state.sma.mean if state.sma.full else None
         vol_long = state.vol_long.std if state.vol_long.count >= p.min_vol_obs else None

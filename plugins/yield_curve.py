@@ -86,6 +86,10 @@ class YieldCurveParams(BaseModel):
         default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
     )
     refit_every: int = Field(default=20, ge=1, description="Samples between regression solves")
+    emit_zero_confidence: bool = Field(
+        default=False,
+        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
+    )
 
 
 class _SymbolState:
@@ -153,6 +157,10 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
             scale = vol * self._h_sqrt
         est = self._calibrator.update(bar.symbol, features, close, scale=scale)
         if est is None or features is None or vol is None:
+            return
+        if est.confidence <= 0.0 and not p.emit_zero_confidence:
+            # No usable relation (Wald test below its threshold): a zero-confidence signal would
+            # get zero weight in any blend, so saying nothing is equivalent and cheaper.
             return
         sma = state.sma.mean if state.sma.full else None
         vol_long = state.vol_long.std if state.vol_long.count >= p.min_vol_obs else None

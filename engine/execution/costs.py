@@ -6,6 +6,7 @@ the budget, and the venue charges exactly those fees. One module, one formula.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from config.models import ExecutionConfig
@@ -24,16 +25,26 @@ class FeeModel:
         return max(self.minimum, self.fixed + self.bps * 1e-4 * abs(notional_account))
 
 
-@dataclass(frozen=True, slots=True)
 class FxConverter:
-    """Converts instrument-currency amounts to the account currency at a constant rate.
+    """Converts instrument-currency amounts to the account currency.
 
     `rates[c]` is units of currency c per one unit of the account currency (EURUSD 1.08 means
-    1 EUR = 1.08 USD). A series-driven converter replaces this when an FX series is configured.
+    1 EUR = 1.08 USD). One converter is shared by the portfolio, the venue and risk, so when an
+    FX series is configured, `set_rate` moves all of them to the new rate at once.
     """
 
-    account_currency: str
-    rates: dict[str, float]
+    __slots__ = ("account_currency", "rates")
+
+    def __init__(self, account_currency: str, rates: dict[str, float]) -> None:
+        self.account_currency = account_currency
+        self.rates = dict(rates)
+        for currency, rate in self.rates.items():
+            self.set_rate(currency, rate)
+
+    def set_rate(self, currency: str, rate: float) -> None:
+        if not (math.isfinite(rate) and rate > 0.0):
+            raise ValueError(f"FX rate {currency}/{self.account_currency} must be > 0, got {rate}")
+        self.rates[currency] = rate
 
     def to_account(self, amount: float, currency: str) -> float:
         if currency == self.account_currency:

@@ -14,6 +14,10 @@ from engine.testing import AgentHarness
 from plugins.reversal import ShortTermReversalAgent, ShortTermReversalParams
 from tests.calibration import band_coverage, bar_ts, stock_bars
 
+# These tests study the calibrated output itself, so they ask for every signal, including
+# the zero-confidence ones the agents leave out by default.
+ALL_SIGNALS = {"emit_zero_confidence": True}
+
 
 def _fingerprint(s: Signal) -> tuple[object, ...]:
     return (s.ts_event, s.symbol, s.mu, s.sigma, s.confidence, s.regime, s.features)
@@ -26,7 +30,7 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
-        ShortTermReversalAgent, name="reversal", params={"min_samples": 100}
+        ShortTermReversalAgent, name="reversal", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
@@ -54,9 +58,9 @@ async def test_feed_when_prices_after_t_altered_then_signals_up_to_t_identical()
         alter=lambda b: b.close * rng.uniform(0.7, 1.4) if b.ts_event > bar_ts(cut) else b.close,
     )
     # Act
-    async with AgentHarness(ShortTermReversalAgent, name="reversal") as harness:
+    async with AgentHarness(ShortTermReversalAgent, name="reversal", params=ALL_SIGNALS) as harness:
         base = await harness.feed(original)
-    async with AgentHarness(ShortTermReversalAgent, name="reversal") as harness:
+    async with AgentHarness(ShortTermReversalAgent, name="reversal", params=ALL_SIGNALS) as harness:
         other = await harness.feed(altered)
     # Assert
     before = [_fingerprint(s) for s in base if s.ts_event <= bar_ts(cut)]
@@ -70,7 +74,7 @@ async def test_feed_when_real_2000_2010_then_one_sigma_band_coverage_is_honest()
     # Arrange: warm up from 1999, score every signal of 2000-2010 against its realized return
     bars = stock_bars(date(1999, 1, 1), date(2010, 12, 31))
     # Act
-    async with AgentHarness(ShortTermReversalAgent, name="reversal") as harness:
+    async with AgentHarness(ShortTermReversalAgent, name="reversal", params=ALL_SIGNALS) as harness:
         signals = await harness.feed(bars)
     scored = [s for s in signals if s.ts_event >= bar_ts(date(2000, 1, 1))]
     coverage, n = band_coverage(scored, bars, 5)

@@ -18,6 +18,10 @@ from tests.calibration import (
     yield_table,
 )
 
+# These tests study the calibrated output itself, so they ask for every signal, including
+# the zero-confidence ones the agents leave out by default.
+ALL_SIGNALS = {"emit_zero_confidence": True}
+
 SYMBOLS = ["AAPL", "KO", "XOM", "JPM", "PG", "MSFT"]
 SERIES = ("10year", "2year", "3month")
 
@@ -72,7 +76,7 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
-        YieldCurveAgent, name="yield_curve", params={"min_samples": 120}
+        YieldCurveAgent, name="yield_curve", params={**ALL_SIGNALS, "min_samples": 120}
     ) as harness:
         signals = await harness.feed(events)
     # Assert
@@ -104,7 +108,7 @@ async def test_feed_when_yields_blank_then_never_zero_and_stale_gap_emits_nothin
     expected = _reference_features(steps, macro)
     # Act
     async with AgentHarness(
-        YieldCurveAgent, name="yield_curve", params={"min_samples": 120}
+        YieldCurveAgent, name="yield_curve", params={**ALL_SIGNALS, "min_samples": 120}
     ) as harness:
         signals = await harness.feed(merge_macro_first(bars, macro))
     # Assert: every signal used exactly the last fresh observations (a blank is never a 0)
@@ -132,7 +136,7 @@ async def test_feed_when_yields_arrive_after_the_bars_of_a_date_then_used_from_t
     expected = _reference_features(steps, macro, same_day=False)
     # Act
     async with AgentHarness(
-        YieldCurveAgent, name="yield_curve", params={"min_samples": 120}
+        YieldCurveAgent, name="yield_curve", params={**ALL_SIGNALS, "min_samples": 120}
     ) as harness:
         signals = await harness.feed(merge_macro_first(bars, macro, macro_first=False))
     # Assert: never a yield the agent had not seen when the bar arrived
@@ -151,7 +155,7 @@ async def test_feed_when_yield_data_ends_then_no_signals_after_it_goes_stale() -
     events = merge_macro_first(bars, macro_observations(date(2016, 1, 1), date(2017, 12, 31)))
     # Act
     async with AgentHarness(
-        YieldCurveAgent, name="yield_curve", params={"min_samples": 120}
+        YieldCurveAgent, name="yield_curve", params={**ALL_SIGNALS, "min_samples": 120}
     ) as harness:
         signals = await harness.feed(events)
     # Assert
@@ -181,9 +185,9 @@ async def test_feed_when_data_after_t_altered_then_signals_up_to_t_identical() -
         ),
     )
     # Act
-    async with AgentHarness(YieldCurveAgent, name="yield_curve") as harness:
+    async with AgentHarness(YieldCurveAgent, name="yield_curve", params=ALL_SIGNALS) as harness:
         base = await harness.feed(original)
-    async with AgentHarness(YieldCurveAgent, name="yield_curve") as harness:
+    async with AgentHarness(YieldCurveAgent, name="yield_curve", params=ALL_SIGNALS) as harness:
         other = await harness.feed(altered)
     # Assert
     before = [_fingerprint(s) for s in base if s.ts_event <= bar_ts(cut)]
@@ -198,7 +202,7 @@ async def test_feed_when_real_2000_2010_then_one_sigma_band_coverage_is_honest()
     bars = stock_bars(date(1998, 1, 1), date(2010, 12, 31))
     events = merge_macro_first(bars, macro_observations(date(1998, 1, 1), date(2010, 12, 31)))
     # Act
-    async with AgentHarness(YieldCurveAgent, name="yield_curve") as harness:
+    async with AgentHarness(YieldCurveAgent, name="yield_curve", params=ALL_SIGNALS) as harness:
         signals = await harness.feed(events)
     scored = [s for s in signals if s.ts_event >= bar_ts(date(2000, 1, 1))]
     coverage, n = band_coverage(scored, bars, 21)
