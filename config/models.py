@@ -547,6 +547,10 @@ class RiskConfig(ConfigModel):
     """Drawdown from peak equity that switches to REDUCING (no new risk)."""
     halt_at_drawdown: float = Field(default=0.20, gt=0, le=1)
     """Drawdown from peak equity that switches to HALTED; must be > reduce_at_drawdown."""
+    min_edge_over_costs: float = Field(default=1.0, ge=0)
+    """Deny an entry whose expected gain (|mu| x notional) is below this multiple of its
+    round-trip fees and slippage (0 disables): a trade that cannot pay its costs on average
+    only transfers equity to the broker."""
     drawdown_window: int = Field(default=252, ge=0)
     """Steps over which the peak for the REDUCING state is taken (0: since the run started).
     The state cools off once the peak rolls out of the window, so an account that stopped

@@ -28,6 +28,10 @@ force). Then q is capped by max_weight (q p <= max_weight * equity) and by cash
 with `fractional_shares`). The round-trip fee is charged at the entry notional for both legs,
 which over-estimates the exit fee of a losing long and so errs on the safe side.
 
+An entry must also be worth its costs: its expected gain |mu| * notional must reach
+`min_edge_over_costs` times the round-trip fees and slippage, else NON_POSITIVE_EDGE. On a
+small account the minimum fee makes this the binding rule, which is the honest outcome.
+
 Cash and position slots are consumed by the intents approved earlier in the same call, so a
 slate can never spend the same euro twice. `min_order_notional` is compared with the notional
 in the account currency (it exists because fees, charged in that currency, would dominate).
@@ -81,10 +85,11 @@ __all__ = [
 ]
 
 FRACTIONAL_DECIMALS = 6
-CLOSE_ORDER_TTL = timedelta(days=1)
-"""Validity of a close order. `exits` is stateless and re-issues the close every step while the
-position is still open, so a short validity suffices; the venue de-duplicates against a close
-already pending for the same position."""
+CLOSE_ORDER_TTL = timedelta(days=5)
+"""Validity of a close order: long enough to reach the next bar across a weekend or a
+holiday closure (a one-day validity expired every Friday close before Monday's bar). `exits`
+is stateless and re-issues the close every step while the position is still open; a close that
+finds the position already flat is canceled by the venue."""
 
 
 class TradingState(StrEnum):
@@ -405,6 +410,18 @@ class RiskStage:
                 DenialReason.BELOW_MIN_ORDER,
                 f"notional {notional_account:.2f} below min_order_notional "
                 f"{cfg.min_order_notional:.2f} (account ccy)",
+                inputs,
+            )
+        expected_gain = abs(opp.mu) * notional_account
+        costs = 2.0 * fee + self.fx.to_account(slippage * q, ccy)
+        inputs["expected_gain"] = _num(expected_gain)
+        inputs["round_trip_costs"] = _num(costs)
+        if cfg.min_edge_over_costs > 0.0 and expected_gain < cfg.min_edge_over_costs * costs:
+            return SizingResult(
+                0.0,
+                DenialReason.NON_POSITIVE_EDGE,
+                f"expected gain {expected_gain:.2f} below {cfg.min_edge_over_costs:g}x the "
+                f"round-trip costs {costs:.2f} (account ccy)",
                 inputs,
             )
         return SizingResult(

@@ -25,7 +25,7 @@ def test_load_when_shipped_engine_toml_and_empty_env_then_valid_config() -> None
 
 def test_load_when_shipped_engine_toml_then_defaults_except_the_documented_run() -> None:
     # Arrange: the file claims every value it writes is the default apart from the default run
-    # it configures (sources, agents, blender horizon); keep that claim honest.
+    # it configures (sources, agents, blender horizon, fees); keep that claim honest.
     defaults = EngineConfig()
 
     # Act
@@ -37,6 +37,7 @@ def test_load_when_shipped_engine_toml_then_defaults_except_the_documented_run()
             "blender": config.blender.model_copy(
                 update={"common_horizon": defaults.blender.common_horizon}
             ),
+            "execution": config.execution.model_copy(update={"fees": defaults.execution.fees}),
         }
     )
 

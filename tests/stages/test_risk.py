@@ -41,6 +41,8 @@ DEFAULT_FEES = FeeModel(fixed=1.0, bps=0.0, minimum=1.0)
 def _stage(
     *, fees: FeeModel = DEFAULT_FEES, slippage_bps: float = 5.0, seed: int = 1, **risk: Any
 ) -> RiskStage:
+    # The sizing tests isolate the sizing rules; the edge-over-costs rule has its own tests.
+    risk.setdefault("min_edge_over_costs", 0.0)
     return RiskStage(
         config=RiskConfig(**risk),
         fees=fees,
@@ -575,3 +577,45 @@ def test_decide_when_all_time_drawdown_reaches_halt_then_halted_whatever_the_win
         stage.decide(T0, NOW, [], _portfolio(equity_value=390.0, peak=500.0))
     # Assert
     assert stage.state is TradingState.HALTED
+
+
+def test_decide_when_expected_gain_below_round_trip_costs_then_non_positive_edge() -> None:
+    # Arrange: EUR 500 account, AAPL at 200 USD, mu 0.1 % over the horizon. The budget buys
+    # about EUR 73 of AAPL: expected gain ~EUR 0.07 against EUR 2 of fees plus slippage.
+    stage = _stage(min_edge_over_costs=1.0)
+    opp = make_opportunity("AAPL", mu=0.001, sigma=0.02)
+    # Act
+    decision = _one(stage.decide(T0, NOW, [opp], _portfolio()))
+    # Assert
+    assert decision.kind is DecisionKind.DENIAL
+    assert decision.reason is DenialReason.NON_POSITIVE_EDGE
+    assert "below 1x the round-trip costs" in decision.detail
+    gain, costs = decision.inputs["expected_gain"], decision.inputs["round_trip_costs"]
+    assert isinstance(gain, float)
+    assert isinstance(costs, float)
+    assert gain < costs
+    assert costs >= 2.0  # two minimum fees at least
+
+
+def test_decide_when_expected_gain_covers_costs_then_intent() -> None:
+    # Arrange: the same trade with mu 5 % (expected gain ~EUR 3.7 > ~EUR 2.1 of costs)
+    stage = _stage(min_edge_over_costs=1.0)
+    opp = make_opportunity("AAPL", mu=0.05, sigma=0.02)
+    # Act
+    decision = _one(stage.decide(T0, NOW, [opp], _portfolio()))
+    # Assert
+    assert decision.kind is DecisionKind.INTENT
+    gain, costs = decision.inputs["expected_gain"], decision.inputs["round_trip_costs"]
+    assert isinstance(gain, float)
+    assert isinstance(costs, float)
+    assert gain >= costs
+
+
+def test_decide_when_edge_rule_disabled_then_small_edge_still_sized() -> None:
+    # Arrange
+    stage = _stage(min_edge_over_costs=0.0)
+    opp = make_opportunity("AAPL", mu=0.001, sigma=0.02)
+    # Act
+    decision = _one(stage.decide(T0, NOW, [opp], _portfolio()))
+    # Assert
+    assert decision.kind is DecisionKind.INTENT
