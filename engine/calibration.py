@@ -78,6 +78,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from contracts import Regime
 
 _MAX_ABS_T = 1e6
@@ -759,3 +761,50 @@ __all__ = [
     "RingBuffer",
     "trend_vol_regime",
 ]
+
+
+class CalibratedAgentParams(BaseModel):
+    """Parameters every calibrated agent shares: volatility scaling, the regime rule, the
+    walk-forward calibrator, and whether zero-confidence signals are emitted.
+
+    Plugin params models subclass it, add their own fields and may override defaults (redeclare
+    the field); `calibrator(...)` builds the calibrator from them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vol_halflife: float = Field(default=42.0, gt=0, description="EW volatility half-life, bars")
+    vol_long_halflife: float = Field(default=252.0, gt=0, description="Long-run vol (regime)")
+    min_vol_obs: int = Field(default=20, ge=2, description="Returns seen before vol is trusted")
+    vol_floor: float = Field(
+        default=0.003, gt=0, description="Floor of the daily vol: stale quotes must not shrink it"
+    )
+    trend_window: int = Field(default=200, ge=2, description="SMA window of the regime trend")
+    pooled: bool = Field(default=True, description="One model for all symbols, or one each")
+    halflife_bars: float = Field(default=756.0, gt=0, description="Calibration memory, bars")
+    error_halflife_bars: float = Field(default=126.0, gt=0, description="Memory of sigma, bars")
+    min_samples: int = Field(default=1000, ge=1, description="Realized samples before emitting")
+    shrinkage: float = Field(default=10.0, ge=0, description="Ridge prior, effective samples")
+    cross_correlation: float = Field(
+        default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
+    )
+    refit_every: int = Field(
+        default=20, ge=1, description="Samples between regression solves (20: about once a bar)"
+    )
+    emit_zero_confidence: bool = Field(
+        default=False,
+        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
+    )
+
+    def calibrator(self, horizon_bars: int, *, n_features: int = 1) -> ForwardReturnCalibrator:
+        return ForwardReturnCalibrator(
+            horizon_bars,
+            n_features=n_features,
+            halflife_bars=self.halflife_bars,
+            error_halflife_bars=self.error_halflife_bars,
+            min_samples=self.min_samples,
+            shrinkage=self.shrinkage,
+            pooled=self.pooled,
+            cross_correlation=self.cross_correlation,
+            refit_every=self.refit_every,
+        )

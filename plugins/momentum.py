@@ -31,41 +31,23 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from contracts import Bar, Horizon
 from engine.agent import Agent
-from engine.calibration import EwMoments, ForwardReturnCalibrator, RingBuffer, trend_vol_regime
+from engine.calibration import (
+    CalibratedAgentParams,
+    EwMoments,
+    RingBuffer,
+    trend_vol_regime,
+)
 
 _HORIZON = Horizon.M1
 
 
-class TimeSeriesMomentumParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class TimeSeriesMomentumParams(CalibratedAgentParams):
     lookback: int = Field(default=252, ge=2, description="Momentum window start, bars ago")
     skip: int = Field(default=21, ge=0, description="Most recent bars left out of momentum")
-    vol_halflife: float = Field(default=42.0, gt=0, description="EW volatility half-life, bars")
-    vol_long_halflife: float = Field(default=252.0, gt=0, description="Long-run vol (regime)")
-    min_vol_obs: int = Field(default=20, ge=2, description="Returns seen before vol is trusted")
-    vol_floor: float = Field(
-        default=0.003, gt=0, description="Floor of the daily vol: stale quotes must not shrink it"
-    )
-    trend_window: int = Field(default=200, ge=2, description="SMA window of the regime trend")
-    halflife_bars: float = Field(default=756.0, gt=0, description="Calibration memory, bars")
-    error_halflife_bars: float = Field(default=126.0, gt=0, description="Memory of sigma, bars")
-    min_samples: int = Field(default=1000, ge=1, description="Realized samples before emitting")
-    shrinkage: float = Field(default=10.0, ge=0)
-    cross_correlation: float = Field(
-        default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
-    )
-    refit_every: int = Field(
-        default=20, ge=1, description="Samples between regression solves (20: about once a bar)"
-    )
-    emit_zero_confidence: bool = Field(
-        default=False,
-        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
-    )
 
     @model_validator(mode="after")
     def _skip_below_lookback(self) -> TimeSeriesMomentumParams:
@@ -90,15 +72,7 @@ class TimeSeriesMomentumAgent(Agent[TimeSeriesMomentumParams]):
     async def on_start(self) -> None:
         p = self.params
         self._states: dict[str, _SymbolState] = {}
-        self._calibrator = ForwardReturnCalibrator(
-            int(_HORIZON.trading_days),
-            halflife_bars=p.halflife_bars,
-            error_halflife_bars=p.error_halflife_bars,
-            min_samples=p.min_samples,
-            shrinkage=p.shrinkage,
-            cross_correlation=p.cross_correlation,
-            refit_every=p.refit_every,
-        )
+        self._calibrator = p.calibrator(int(_HORIZON.trading_days))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
         self._window_sqrt = math.sqrt(p.lookback - p.skip)
 

@@ -47,20 +47,23 @@ import math
 from collections import deque
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts import Bar, Horizon, MacroObservation
 from engine.agent import Agent
-from engine.calibration import EwMoments, ForwardReturnCalibrator, RingBuffer, trend_vol_regime
+from engine.calibration import (
+    CalibratedAgentParams,
+    EwMoments,
+    RingBuffer,
+    trend_vol_regime,
+)
 
 _HORIZON = Horizon.M1
 _PP = 100.0  # decimal yield -> percentage points
 _FEATURES = ("slope_10y_2y", "slope_10y_3m", "d21_slope_10y_2y", "d21_slope_10y_3m")
 
 
-class YieldCurveParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class YieldCurveParams(CalibratedAgentParams):
     long_series: str = Field(default="10year", description="Macro series of the long yield")
     mid_series: str = Field(default="2year", description="Macro series of the 2-year yield")
     short_series: str = Field(default="3month", description="Macro series of the short yield")
@@ -68,27 +71,8 @@ class YieldCurveParams(BaseModel):
     max_staleness_days: float = Field(
         default=7.0, gt=0, description="Oldest usable yield observation, calendar days"
     )
-    vol_halflife: float = Field(default=42.0, gt=0, description="EW volatility half-life, bars")
-    vol_long_halflife: float = Field(default=252.0, gt=0, description="Long-run vol (regime)")
-    min_vol_obs: int = Field(default=20, ge=2, description="Returns seen before vol is trusted")
-    vol_floor: float = Field(
-        default=0.003, gt=0, description="Floor of the daily vol: stale quotes must not shrink it"
-    )
-    trend_window: int = Field(default=200, ge=2, description="SMA window of the regime trend")
-    pooled: bool = Field(default=True, description="One model for all symbols, or one each")
-    halflife_bars: float = Field(default=756.0, gt=0, description="Calibration memory, bars")
-    error_halflife_bars: float = Field(default=126.0, gt=0, description="Memory of sigma, bars")
-    min_samples: int = Field(default=1000, ge=1, description="Realized samples before emitting")
     shrinkage: float = Field(
         default=300.0, ge=0, description="Ridge prior, effective samples (slow features)"
-    )
-    cross_correlation: float = Field(
-        default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
-    )
-    refit_every: int = Field(default=20, ge=1, description="Samples between regression solves")
-    emit_zero_confidence: bool = Field(
-        default=False,
-        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
     )
 
 
@@ -115,17 +99,7 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
         self._features: tuple[float, float, float, float] | None = None
         self._fresh = False
         self._states: dict[str, _SymbolState] = {}
-        self._calibrator = ForwardReturnCalibrator(
-            int(_HORIZON.trading_days),
-            n_features=len(_FEATURES),
-            halflife_bars=p.halflife_bars,
-            error_halflife_bars=p.error_halflife_bars,
-            min_samples=p.min_samples,
-            shrinkage=p.shrinkage,
-            pooled=p.pooled,
-            cross_correlation=p.cross_correlation,
-            refit_every=p.refit_every,
-        )
+        self._calibrator = p.calibrator(int(_HORIZON.trading_days), n_features=len(_FEATURES))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
 
     async def on_macro(self, observation: MacroObservation) -> None:
