@@ -168,6 +168,23 @@ class Engine(AsyncService):
                 build()
             except (NotImplementedError, ValueError) as exc:
                 problems.append(f"{what}.policy: {exc}")
+        currencies = {
+            s.currency
+            for s in self.config.sources
+            if isinstance(s, ReplaySourceConfig) and s.data == "bars"
+        }
+        if len(currencies) > 1:
+            problems.append(
+                "sources: bar sources quote in several currencies "
+                f"({', '.join(sorted(currencies))}); one instrument currency per run for now"
+            )
+        account = self.config.execution.account_currency
+        for currency in sorted(currencies - {account, "USD"}):
+            if self.config.execution.fx.series is None:
+                problems.append(
+                    f"sources: prices in {currency}, but execution.fx.rate is USD per {account}; "
+                    f"configure execution.fx.series with {currency} per {account}"
+                )
         fx_series = self.config.execution.fx.series
         if fx_series is not None and not problems:
             macro = {s for src in self._sources if src.kind == "macro" for s in src.symbols}
@@ -250,6 +267,7 @@ class Engine(AsyncService):
             ids=self.ids_for("risk"),
             config_hash=self.config_hash,
             model_version=f"{MODEL_VERSION_PREFIX}/{blend_policy.name}-{blend_policy.version}",
+            instrument_currency=currency,
         )
         self.pipeline = TradingPipeline(
             bus=self.bus,
@@ -274,6 +292,7 @@ class Engine(AsyncService):
             ids=self.ids_for("blender"),
             log=get_logger("blender"),
             min_signals=cfg.blender.min_signals,
+            on_crash=self._component_failed,
         )
 
     def _build_supervisor(self, agents: Sequence[Agent[Any]]) -> AgentSupervisor:
@@ -298,7 +317,17 @@ class Engine(AsyncService):
                     expected_sources=source_names,
                 )
             )
-        return AgentSupervisor(runners, clock=self.clock, log=get_logger("supervisor"))
+        return AgentSupervisor(
+            runners,
+            clock=self.clock,
+            log=get_logger("supervisor"),
+            on_crash=self._component_failed,
+        )
+
+    def _component_failed(self, exc: BaseException) -> None:
+        """A component task died: fail the run instead of letting the replay wait forever."""
+        if self.pipeline is not None:
+            self.pipeline.fail(exc)
 
     # -- phase 3: run --------------------------------------------------------------------------
 
@@ -349,14 +378,19 @@ class Engine(AsyncService):
     # -- stop ----------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        if self.supervisor is not None:
-            await self.supervisor.stop()
-        if self.blender is not None:
-            await self.blender.stop()
-        if self.pipeline is not None:
-            await self.pipeline.stop()
-        if self.journal is not None:
-            await self.journal.stop()
+        """Stop producers first; every component is stopped even if another fails to."""
+        for name, component in (
+            ("agents", self.supervisor),
+            ("blender", self.blender),
+            ("pipeline", self.pipeline),
+            ("journal", self.journal),
+        ):
+            if component is None:
+                continue
+            try:
+                await component.stop()
+            except Exception as exc:
+                self.log.error("component failed to stop cleanly", component=name, exc_info=exc)
         self.log.info("engine stopped")
 
     # -- summary -------------------------------------------------------------------------------

@@ -192,7 +192,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_engine(engine: Engine) -> int:
-    """Run until the replay ends or SIGINT/SIGTERM, then stop every component in order."""
+    """Run until the replay ends or SIGINT/SIGTERM, then stop every component in order.
+
+    Exit codes: 0 completed or cleanly interrupted; 2 the run could not start (run directory,
+    I/O); 1 a component failed during the run (logged with its traceback, a partial summary is
+    still written so the journal's contents are accounted for).
+    """
     from engine.run_report import Progress, write_summary
     from engine.rundir import RunDirError
 
@@ -202,19 +207,27 @@ async def _run_engine(engine: Engine) -> int:
     try:
         try:
             await engine.start()
-        except RunDirError as exc:
-            print(f"tradeengine: {exc}", file=sys.stderr)
+        except (RunDirError, OSError) as exc:
+            await engine.stop()  # whatever did start (journal, stages) is released
+            print(f"tradeengine: cannot start: {exc}", file=sys.stderr)
             return EXIT_USAGE
         completed = False
+        failure: BaseException | None = None
         try:
             with Progress(enabled=sys.stderr.isatty()) as progress:
                 completed = await engine.run(on_step=progress.callback(engine))
+        except Exception as exc:
+            failure = exc
+            engine.log.error("run failed", exc_info=exc)
         finally:
-            if not completed:
+            if not completed and failure is None:
                 engine.log.info("shutdown requested")
             await engine.stop()
         if engine.run_dir is not None:
             write_summary(engine, completed=completed)
+        if failure is not None:
+            print(f"tradeengine: the run failed: {failure}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -37,7 +37,7 @@ from contracts import (
     Watermark,
     topics,
 )
-from engine.bus import MessageBus, Subscription, SubscriptionClosed
+from engine.bus import MessageBus, OverflowPolicy, Subscription, SubscriptionClosed
 from engine.clock import Clock
 from engine.execution.costs import FxConverter
 from engine.execution.journal import Journal
@@ -128,6 +128,8 @@ class TradingPipeline(AsyncService):
             patterns,
             name=f"stage.{STAGE_NAME}",
             capacity=self._capacity,
+            # The trading path never drops: a lost bar or watermark would corrupt the run.
+            policy=OverflowPolicy.BLOCK,
         )
         self._task = asyncio.create_task(self._run(self._sub), name=f"stage:{STAGE_NAME}")
 
@@ -135,9 +137,26 @@ class TradingPipeline(AsyncService):
         if self._sub is not None:
             self._sub.close()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A failure of the task is already recorded (`failure`) and logged; stopping must
+            # not raise it again, or the components stopped after this one would be skipped.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    def fail(self, exc: BaseException) -> None:
+        """Another component the pipeline depends on has died: release `step_done` waiters
+        with an error instead of letting the replay wait forever."""
+        if self._failure is None:
+            self._failure = exc
+        asyncio.get_running_loop().create_task(self._notify(), name="pipeline-fail-notify")
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     async def step_done(self, ts: datetime) -> None:
         """Wait until every step up to `ts` went through the pipeline (lock-step replay)."""
@@ -149,7 +168,7 @@ class TradingPipeline(AsyncService):
                 )
             )
         if self._failure is not None:
-            raise RuntimeError("the trading pipeline failed") from self._failure
+            raise RuntimeError(f"the run failed: {self._failure!r}") from self._failure
 
     async def _run(self, sub: Subscription) -> None:
         try:

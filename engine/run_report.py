@@ -90,7 +90,9 @@ def load_baseline() -> dict[datetime, float] | None:
     )
     try:
         source = load_source(cfg, base_dir=Path("."))
-    except ReplayDataError:  # a damaged install: report without a baseline, do not fail
+    except (ReplayDataError, OSError, ValueError):
+        return None  # a damaged install: report without a baseline rather than fail the run
+    if not source.symbols:
         return None
     return source.closes(source.symbols[0])
 

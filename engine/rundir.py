@@ -15,6 +15,16 @@ class RunDirError(ValueError):
 
 
 def create_run_dir(base: Path, *, explicit: Path | None, label: str, now: datetime) -> Path:
+    try:
+        return _create(base, explicit=explicit, label=label, now=now)
+    except OSError as exc:
+        where = explicit if explicit is not None else base
+        raise RunDirError(
+            f"cannot create run directory under {where}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _create(base: Path, *, explicit: Path | None, label: str, now: datetime) -> Path:
     """Create and return a fresh run directory.
 
     `explicit` (the CLI's --run-dir) must not exist or be empty. Otherwise a new directory

@@ -425,12 +425,20 @@ class AgentRunner:
 class AgentSupervisor(AsyncService):
     """Owns the runners of all agents; an async context manager with explicit start/stop."""
 
-    def __init__(self, runners: Sequence[AgentRunner], *, clock: Clock, log: Logger) -> None:
+    def __init__(
+        self,
+        runners: Sequence[AgentRunner],
+        *,
+        clock: Clock,
+        log: Logger,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
         names = [r.name for r in runners]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate agent names: {', '.join(duplicates)}")
         self._runners = {r.name: r for r in runners}
+        self._on_crash = on_crash
         self._clock = clock
         self._log = log
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -479,6 +487,10 @@ class AgentSupervisor(AsyncService):
         # itself (e.g. the bus rejecting a publish) the moment it happens, not only at stop.
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._log.error("agent task crashed", task=task.get_name(), exc_info=exc)
+            if self._on_crash is not None:
+                # A runner fault is an engine bug, not a plugin failure: the blender would wait
+                # for that agent's watermark forever, so the run fails loudly instead.
+                self._on_crash(exc)
 
     async def _watch(self) -> None:
         interval = min(r.policy.handler_budget_s for r in self._runners.values()) / 2

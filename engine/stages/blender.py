@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from statistics import NormalDist
@@ -53,7 +53,7 @@ from contracts import (
     Watermark,
     topics,
 )
-from engine.bus import MessageBus, Subscription, SubscriptionClosed
+from engine.bus import MessageBus, OverflowPolicy, Subscription, SubscriptionClosed
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
@@ -388,10 +388,12 @@ class BlenderStage(AsyncService):
         min_signals: int = 1,
         batch_size: int = 256,
         name: str = "blender",
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         if min_signals < 1:
             raise ValueError(f"min_signals must be >= 1, got {min_signals}")
         self._bus = bus
+        self._on_crash = on_crash
         self._policy = policy
         self._agents = tuple(sorted(set(agents)))
         self._live: set[str] = set(self._agents)
@@ -445,6 +447,8 @@ class BlenderStage(AsyncService):
             ],
             name=f"stage.{self._name}",
             capacity=self._capacity,
+            # The trading path never drops: a lost watermark would stall the step forever.
+            policy=OverflowPolicy.BLOCK,
         )
         self._task = asyncio.create_task(self._run(self._sub), name=f"stage:{self._name}")
         self._task.add_done_callback(self._report_crash)
@@ -476,6 +480,9 @@ class BlenderStage(AsyncService):
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.error = exc
             self._log.error("blender task crashed", exc_info=exc)
+            if self._on_crash is not None:
+                # Without the blender no step completes: the run must fail, not wait forever.
+                self._on_crash(exc)
 
     # ---- the loop
 
