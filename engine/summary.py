@@ -2,8 +2,9 @@
 
 Conventions (stated in summary.json too, so nobody has to guess):
 - returns are simple returns of account equity (account currency) between consecutive steps;
-- annualisation uses 252 steps a year for volatility and Sharpe (daily data), and calendar
-  years between the first and last step for the annualised (compound) return;
+- annualisation uses the observed steps per year for volatility and Sharpe (about 252 for
+  daily data; 252 is assumed for runs shorter than a quarter), and calendar years between the
+  first and last step for the annualised (compound) return;
 - Sharpe uses a zero risk-free rate;
 - turnover = traded notional (account currency) / average equity, per year;
 - max drawdown is the largest peak-to-trough fall of equity, as a fraction of the peak.
@@ -62,7 +63,8 @@ class RunSummary:
     """False when the replay was interrupted (SIGINT/SIGTERM) before its end."""
     wall_seconds: float = 0.0
     conventions: str = (
-        "simple daily returns of equity; vol and Sharpe annualised with 252 steps/year; "
+        "simple per-step returns of equity; vol and Sharpe annualised with the observed "
+        "steps per year (252 assumed for runs under a quarter); "
         "Sharpe with zero risk-free rate; turnover = traded notional / mean equity per year"
     )
 
@@ -88,8 +90,11 @@ def performance(
         std = math.sqrt(var)
     else:
         mean, std = 0.0, 0.0
-    volatility = std * math.sqrt(TRADING_DAYS)
-    sharpe = mean / std * math.sqrt(TRADING_DAYS) if std > 0 else 0.0
+    # Steps per year from the data itself (252 for daily bars, ~1,640 for hourly FX, 52 for
+    # weekly); a run shorter than a quarter is too short to measure it, so 252 is assumed.
+    per_year = len(returns) / years if years >= 0.25 else TRADING_DAYS
+    volatility = std * math.sqrt(per_year)
+    sharpe = mean / std * math.sqrt(per_year) if std > 0 else 0.0
     peak = curve[0]
     max_dd = 0.0
     for value in curve:
