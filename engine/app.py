@@ -113,6 +113,8 @@ class Engine(AsyncService):
         self._prepared = False
         self._stop_requested = asyncio.Event()
         self._started_at = 0.0
+        self.steps_total: int | None = None
+        """Steps the replay will run (known once `run()` built the feed), for progress bars."""
 
     # -- ids -----------------------------------------------------------------------------------
 
@@ -127,11 +129,6 @@ class Engine(AsyncService):
         return AgentContext(clock=self.clock, log=get_logger("agent"), ids=self.ids_for(name))
 
     # -- phase 1: validate everything, write nothing --------------------------------------------
-
-    def build_agents(self) -> list[Agent[Any]]:
-        """Load and construct the configured agents; raises AgentLoadError listing problems."""
-        self._loaded = load_agents(self.config.agents)
-        return instantiate(self._loaded, self._context_for)
 
     def prepare(self) -> None:
         problems: list[str] = []

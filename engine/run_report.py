@@ -70,7 +70,7 @@ class Progress:
                 bar.update(
                     task,
                     completed=index + 1,
-                    total=getattr(engine, "steps_total", None),
+                    total=engine.steps_total,
                     day=ts.date().isoformat(),
                 )
 
