@@ -808,3 +808,43 @@ class CalibratedAgentParams(BaseModel):
             cross_correlation=self.cross_correlation,
             refit_every=self.refit_every,
         )
+
+
+class SymbolPriceState:
+    """One symbol's recent closes, EW volatilities and trend, as calibrated agents track them.
+
+    `history` is how many past closes the agent needs (e.g. lookback + 1 for a momentum
+    window); the short and long EW volatilities of daily returns and the trend SMA feed the
+    vol-scaling of indicators and the interim regime rule (`trend_vol_regime`).
+    """
+
+    __slots__ = ("_floor", "_min_obs", "closes", "sma", "vol", "vol_long")
+
+    def __init__(self, params: CalibratedAgentParams, history: int = 1) -> None:
+        self.closes = RingBuffer(max(history, 1))
+        self.sma = RingBuffer(params.trend_window)
+        self.vol = EwMoments(params.vol_halflife)
+        self.vol_long = EwMoments(params.vol_long_halflife)
+        self._floor = params.vol_floor
+        self._min_obs = params.min_vol_obs
+
+    def update(self, close: float) -> None:
+        """Record this bar's close (call once per bar, before reading anything)."""
+        closes = self.closes
+        if len(closes):
+            ret = close / closes.ago(0) - 1.0
+            self.vol.update(ret)
+            self.vol_long.update(ret)
+        closes.append(close)
+        self.sma.append(close)
+
+    def daily_vol(self) -> float | None:
+        """EW daily volatility, floored; None until `min_vol_obs` returns were seen."""
+        if self.vol.count < self._min_obs:
+            return None
+        return max(self.vol.std, self._floor)
+
+    def regime(self, close: float, vol: float) -> Regime:
+        sma = self.sma.mean if self.sma.full else None
+        vol_long = self.vol_long.std if self.vol_long.count >= self._min_obs else None
+        return trend_vol_regime(close, sma, vol, vol_long)

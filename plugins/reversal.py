@@ -36,12 +36,7 @@ from pydantic import Field
 
 from contracts import Bar, Horizon
 from engine.agent import Agent
-from engine.calibration import (
-    CalibratedAgentParams,
-    EwMoments,
-    RingBuffer,
-    trend_vol_regime,
-)
+from engine.calibration import CalibratedAgentParams, SymbolPriceState
 
 _HORIZON = Horizon.W1
 
@@ -51,22 +46,12 @@ class ShortTermReversalParams(CalibratedAgentParams):
     vol_halflife: float = Field(default=21.0, gt=0, description="EW volatility half-life, bars")
 
 
-class _SymbolState:
-    __slots__ = ("closes", "sma", "vol", "vol_long")
-
-    def __init__(self, p: ShortTermReversalParams) -> None:
-        self.closes = RingBuffer(p.lookback + 1)
-        self.sma = RingBuffer(p.trend_window)
-        self.vol = EwMoments(p.vol_halflife)
-        self.vol_long = EwMoments(p.vol_long_halflife)
-
-
 class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
     """One 1w signal per bar per symbol once the weekly return, vol and calibration are ready."""
 
     async def on_start(self) -> None:
         p = self.params
-        self._states: dict[str, _SymbolState] = {}
+        self._states: dict[str, SymbolPriceState] = {}
         self._calibrator = p.calibrator(int(_HORIZON.trading_days))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
         self._window_sqrt = math.sqrt(p.lookback)
@@ -75,21 +60,15 @@ class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
         p = self.params
         state = self._states.get(bar.symbol)
         if state is None:
-            state = self._states[bar.symbol] = _SymbolState(p)
+            state = self._states[bar.symbol] = SymbolPriceState(p, p.lookback + 1)
         close = bar.close
+        state.update(close)
         closes = state.closes
-        if len(closes):
-            ret = close / closes.ago(0) - 1.0
-            state.vol.update(ret)
-            state.vol_long.update(ret)
-        closes.append(close)
-        state.sma.append(close)
 
         x: float | None = None
         scale = 1.0
-        vol = state.vol.std if state.vol.count >= p.min_vol_obs else None
+        vol = state.daily_vol()
         if vol is not None:
-            vol = max(vol, p.vol_floor)
             scale = vol * self._h_sqrt
             past = closes.simple_return(p.lookback)
             if past is not None:
@@ -101,14 +80,12 @@ class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
             # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
             # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
             return
-        sma = state.sma.mean if state.sma.full else None
-        vol_long = state.vol_long.std if state.vol_long.count >= p.min_vol_obs else None
         self.signal(
             bar.symbol,
             mu=est.mu,
             sigma=est.sigma,
             horizon=_HORIZON,
             confidence=est.confidence,
-            regime=trend_vol_regime(close, sma, vol, vol_long),
+            regime=state.regime(close, vol),
             features={"reversal_score": x, "vol_daily": vol, "beta": est.beta, "n_eff": est.n_eff},
         )

@@ -51,12 +51,7 @@ from pydantic import Field
 
 from contracts import Bar, Horizon, MacroObservation
 from engine.agent import Agent
-from engine.calibration import (
-    CalibratedAgentParams,
-    EwMoments,
-    RingBuffer,
-    trend_vol_regime,
-)
+from engine.calibration import CalibratedAgentParams, SymbolPriceState
 
 _HORIZON = Horizon.M1
 _PP = 100.0  # decimal yield -> percentage points
@@ -76,16 +71,6 @@ class YieldCurveParams(CalibratedAgentParams):
     )
 
 
-class _SymbolState:
-    __slots__ = ("last_close", "sma", "vol", "vol_long")
-
-    def __init__(self, p: YieldCurveParams) -> None:
-        self.last_close: float | None = None
-        self.sma = RingBuffer(p.trend_window)
-        self.vol = EwMoments(p.vol_halflife)
-        self.vol_long = EwMoments(p.vol_long_halflife)
-
-
 class YieldCurveAgent(Agent[YieldCurveParams]):
     """Consumes bars and Treasury yields; emits 1m signals while the curve is fresh."""
 
@@ -98,7 +83,7 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
         self._slopes: deque[tuple[float, float] | None] = deque(maxlen=p.change_window + 1)
         self._features: tuple[float, float, float, float] | None = None
         self._fresh = False
-        self._states: dict[str, _SymbolState] = {}
+        self._states: dict[str, SymbolPriceState] = {}
         self._calibrator = p.calibrator(int(_HORIZON.trading_days), n_features=len(_FEATURES))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
 
@@ -112,22 +97,16 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
             self._roll_step(bar.ts_event)
         state = self._states.get(bar.symbol)
         if state is None:
-            state = self._states[bar.symbol] = _SymbolState(p)
+            state = self._states[bar.symbol] = SymbolPriceState(p)
         close = bar.close
-        if state.last_close is not None:
-            ret = close / state.last_close - 1.0
-            state.vol.update(ret)
-            state.vol_long.update(ret)
-        state.last_close = close
-        state.sma.append(close)
+        state.update(close)
 
         features = self._features
-        vol = state.vol.std if state.vol.count >= p.min_vol_obs else None
+        vol = state.daily_vol()
         scale = 1.0
         if vol is None:
             features = None
         else:
-            vol = max(vol, p.vol_floor)
             scale = vol * self._h_sqrt
         est = self._calibrator.update(bar.symbol, features, close, scale=scale)
         if est is None or features is None or vol is None:
@@ -136,15 +115,13 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
             # No usable relation (Wald test below its threshold): a zero-confidence signal would
             # get zero weight in any blend, so saying nothing is equivalent and cheaper.
             return
-        sma = state.sma.mean if state.sma.full else None
-        vol_long = state.vol_long.std if state.vol_long.count >= p.min_vol_obs else None
         self.signal(
             bar.symbol,
             mu=est.mu,
             sigma=est.sigma,
             horizon=_HORIZON,
             confidence=est.confidence,
-            regime=trend_vol_regime(close, sma, vol, vol_long),
+            regime=state.regime(close, vol),
             features={**dict(zip(_FEATURES, features, strict=True)), "n_eff": est.n_eff},
         )
 

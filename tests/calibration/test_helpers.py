@@ -117,3 +117,20 @@ def test_trend_vol_regime_when_inputs_given_then_documented_label(
 ) -> None:
     # Arrange / Act / Assert
     assert trend_vol_regime(price, level, vol, vol_long) is expected
+
+
+def test_symbol_price_state_when_fed_closes_then_vol_floored_and_available_after_min_obs() -> None:
+    # Arrange
+    from engine.calibration import CalibratedAgentParams, SymbolPriceState
+
+    params = CalibratedAgentParams(min_vol_obs=3, vol_floor=0.01, trend_window=2)
+    state = SymbolPriceState(params, history=3)
+    # Act / Assert: three returns are needed before a volatility is trusted
+    vols = []
+    for close in (100.0, 100.0, 100.0, 100.0, 100.0):
+        state.update(close)
+        vols.append(state.daily_vol())
+    assert vols[:3] == [None, None, None]
+    assert vols[3:] == [0.01, 0.01]  # flat prices: the floor, never zero
+    assert state.closes.ago(0) == 100.0
+    assert len(state.closes) == 3
