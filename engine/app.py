@@ -441,7 +441,7 @@ class Engine(AsyncService):
             account_currency=self.config.execution.account_currency,
             performance=perf,
             baseline=base,
-            denial_reasons=dict(sorted((stats.denial_reasons or {}).items())) if stats else {},
+            denial_reasons=dict(sorted(stats.denial_reasons.items())) if stats else {},
             agents=agents,
             seed=self.config.engine.seed,
             config_hash=self.config_hash,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from contracts import (
@@ -66,7 +66,7 @@ class PipelineStats:
     orders: int = 0
     fills: int = 0
     fx_updates: int = 0
-    denial_reasons: dict[str, int] | None = None
+    denial_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class TradingPipeline(AsyncService):
@@ -112,7 +112,7 @@ class TradingPipeline(AsyncService):
         self._done_through: datetime | None = None
         self._progress = asyncio.Condition()
         self._failure: BaseException | None = None
-        self.stats = PipelineStats(denial_reasons={})
+        self.stats = PipelineStats()
         self.snapshots: list[PortfolioSnapshot] = []
         """One snapshot per step, in order: the equity curve of the run summary."""
 
@@ -252,7 +252,6 @@ class TradingPipeline(AsyncService):
             elif decision.kind is DecisionKind.DENIAL:
                 stats.denials += 1
                 reason = decision.reason.value if decision.reason else "unknown"
-                assert stats.denial_reasons is not None
                 stats.denial_reasons[reason] = stats.denial_reasons.get(reason, 0) + 1
             else:
                 stats.no_trades += 1

@@ -44,11 +44,9 @@ from config.models import BlenderConfig, RiskConfig
 from contracts import (
     AgentState,
     AgentStatus,
-    Contribution,
     Horizon,
     IdGenerator,
     Opportunity,
-    Quantile,
     Signal,
     Watermark,
     topics,
@@ -118,13 +116,6 @@ def normal_tail_risk(mu: float, sigma: float, alpha: float) -> tuple[float, floa
     return max(var, 0.0), max(cvar, 0.0)
 
 
-def _normal_quantiles(mu: float, sigma: float, levels: Sequence[float]) -> tuple[Quantile, ...]:
-    # Non-crossing by construction: sigma > 0 and the levels are strictly increasing.
-    return tuple(
-        Quantile(level=level, value=mu + sigma * _STD_NORMAL.inv_cdf(level)) for level in levels
-    )
-
-
 def _quantile_table(levels: Sequence[float]) -> tuple[tuple[float, float], ...]:
     """(level, standard-normal quantile) pairs, computed once per blender, not per blend."""
     return tuple((level, _STD_NORMAL.inv_cdf(level)) for level in levels)
@@ -159,15 +150,11 @@ def _sorted_signals(symbol: str, signals: Sequence[Signal]) -> list[Signal]:
 # ------------------------------------------------------------------------------------- policies
 
 
-class PrecisionBlender:
-    """Confidence-weighted precision blending with a conservative (correlated-errors) sigma.
+class _NormalBlender:
+    """What both policies share: horizon scaling of the inputs, and an Opportunity with normal
+    quantiles and tail risk assembled from a chosen (mu, sigma) and per-signal weights."""
 
-    Weights: ``w_i ~ confidence_i / sigma_i^2`` of the signals scaled to the common horizon,
-    normalised to sum 1; a signal with confidence 0 gets weight 0 (it is still listed in the
-    contributions, with weight 0, for the audit trail). All weights zero -> None.
-    """
-
-    name = "precision"
+    name: str
     version = "v0"
 
     def __init__(
@@ -185,32 +172,27 @@ class PrecisionBlender:
     def model_version(self) -> str:
         return f"{self.name}-{self.version}"
 
-    def blend(
+    def _scaled(
+        self, symbol: str, signals: Sequence[Signal]
+    ) -> tuple[list[Signal], list[tuple[float, float]]]:
+        """The signals in a stable order, with (mu, sigma) rescaled to the common horizon."""
+        ordered = _sorted_signals(symbol, signals)
+        target = self.common_horizon
+        return ordered, [scale_to_horizon(s.mu, s.sigma, s.horizon, target) for s in ordered]
+
+    def _opportunity(
         self,
         symbol: str,
-        signals: Sequence[Signal],
+        ordered: Sequence[Signal],
+        scaled: Sequence[tuple[float, float]],
+        weights: Sequence[float],
+        main: int,
+        mu: float,
+        sigma: float,
         *,
         step: datetime,
         now: datetime,
-        trace_id: str,
-    ) -> Opportunity | None:
-        ordered = _sorted_signals(symbol, signals)
-        if not ordered:
-            return None
-        target = self.common_horizon
-        scaled = [scale_to_horizon(s.mu, s.sigma, s.horizon, target) for s in ordered]
-        raw = [s.confidence / (sig * sig) for s, (_, sig) in zip(ordered, scaled, strict=True)]
-        total = math.fsum(raw)
-        if not total > 0.0 or not math.isfinite(total):
-            return None
-        weights = [r / total for r in raw]
-        mu = math.fsum(w * m for w, (m, _) in zip(weights, scaled, strict=True))
-        mean_sigma = math.fsum(w * sig for w, (_, sig) in zip(weights, scaled, strict=True))
-        disagreement = math.fsum(
-            w * (m - mu) ** 2 for w, (m, _) in zip(weights, scaled, strict=True)
-        )
-        sigma = math.sqrt(mean_sigma * mean_sigma + disagreement)
-        main = max(range(len(ordered)), key=lambda i: (weights[i], -i))
+    ) -> Opportunity:
         var, cvar = normal_tail_risk(mu, sigma, self.cvar_alpha)
         # Nested parts as plain dicts: the Opportunity validates them in the same pass, which
         # costs about a third less than building each part as its own model first.
@@ -230,9 +212,10 @@ class PrecisionBlender:
             ts_event=step,
             ts_init=now,
             symbol=symbol,
-            horizon=target,
+            horizon=self.common_horizon,
             mu=mu,
             sigma=sigma,
+            # Non-crossing by construction: sigma > 0 and the levels strictly increase.
             quantiles=[{"level": lv, "value": mu + sigma * z} for lv, z in self._quantile_z],
             contributions=contributions,
             regime=ordered[main].regime,
@@ -243,31 +226,15 @@ class PrecisionBlender:
         )
 
 
-class PassthroughBlender:
-    """For single-rule strategies: the signal itself becomes the Opportunity.
+class PrecisionBlender(_NormalBlender):
+    """Confidence-weighted precision blending with a conservative (correlated-errors) sigma.
 
-    With several signals for one (symbol, step) the highest-confidence one is passed through
-    (ties: the smaller scaled sigma, then the agent name); the others are listed with weight 0.
-    A best signal with confidence 0 gives None, like the precision blender with zero weights.
-    The signal is rescaled to the common horizon so downstream stages see one horizon.
+    Weights: ``w_i ~ confidence_i / sigma_i^2`` of the signals scaled to the common horizon,
+    normalised to sum 1; a signal with confidence 0 gets weight 0 (it is still listed in the
+    contributions, with weight 0, for the audit trail). All weights zero -> None.
     """
 
-    name = "passthrough"
-    version = "v0"
-
-    def __init__(
-        self,
-        common_horizon: Horizon,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-        cvar_alpha: float = 0.975,
-    ) -> None:
-        self.common_horizon = Horizon(common_horizon)
-        self.quantile_levels = _check_levels(quantile_levels)
-        self.cvar_alpha = _check_alpha(cvar_alpha)
-
-    @property
-    def model_version(self) -> str:
-        return f"{self.name}-{self.version}"
+    name = "precision"
 
     def blend(
         self,
@@ -278,43 +245,56 @@ class PassthroughBlender:
         now: datetime,
         trace_id: str,
     ) -> Opportunity | None:
-        ordered = _sorted_signals(symbol, signals)
+        ordered, scaled = self._scaled(symbol, signals)
         if not ordered:
             return None
-        target = self.common_horizon
-        scaled = [scale_to_horizon(s.mu, s.sigma, s.horizon, target) for s in ordered]
-        best = min(range(len(ordered)), key=lambda i: (-ordered[i].confidence, scaled[i][1], i))
-        chosen = ordered[best]
-        if chosen.confidence <= 0.0:
+        raw = [s.confidence / (sig * sig) for s, (_, sig) in zip(ordered, scaled, strict=True)]
+        total = math.fsum(raw)
+        if not total > 0.0 or not math.isfinite(total):
             return None
-        mu, sigma = scaled[best]
-        var, cvar = normal_tail_risk(mu, sigma, self.cvar_alpha)
-        contributions = tuple(
-            Contribution(
-                agent=s.agent,
-                weight=1.0 if i == best else 0.0,
-                mu=m,
-                sigma=sig,
-                confidence=s.confidence,
-                signal_trace_id=s.trace_id,
-            )
-            for i, (s, (m, sig)) in enumerate(zip(ordered, scaled, strict=True))
+        weights = [r / total for r in raw]
+        mu = math.fsum(w * m for w, (m, _) in zip(weights, scaled, strict=True))
+        mean_sigma = math.fsum(w * sig for w, (_, sig) in zip(weights, scaled, strict=True))
+        disagreement = math.fsum(
+            w * (m - mu) ** 2 for w, (m, _) in zip(weights, scaled, strict=True)
         )
-        return Opportunity(
-            trace_id=chosen.trace_id,
-            ts_event=step,
-            ts_init=now,
-            symbol=symbol,
-            horizon=target,
-            mu=mu,
-            sigma=sigma,
-            quantiles=_normal_quantiles(mu, sigma, self.quantile_levels),
-            contributions=contributions,
-            regime=chosen.regime,
-            var=var,
-            cvar=cvar,
-            blender=self.name,
-            model_version=self.model_version,
+        sigma = math.sqrt(mean_sigma * mean_sigma + disagreement)
+        main = max(range(len(ordered)), key=lambda i: (weights[i], -i))
+        return self._opportunity(
+            symbol, ordered, scaled, weights, main, mu, sigma, step=step, now=now
+        )
+
+
+class PassthroughBlender(_NormalBlender):
+    """For single-rule strategies: the signal itself becomes the Opportunity.
+
+    With several signals for one (symbol, step) the highest-confidence one is passed through
+    (ties: the smaller scaled sigma, then the agent name); the others are listed with weight 0.
+    A best signal with confidence 0 gives None, like the precision blender with zero weights.
+    The signal is rescaled to the common horizon so downstream stages see one horizon.
+    """
+
+    name = "passthrough"
+
+    def blend(
+        self,
+        symbol: str,
+        signals: Sequence[Signal],
+        *,
+        step: datetime,
+        now: datetime,
+        trace_id: str,
+    ) -> Opportunity | None:
+        ordered, scaled = self._scaled(symbol, signals)
+        if not ordered:
+            return None
+        best = min(range(len(ordered)), key=lambda i: (-ordered[i].confidence, scaled[i][1], i))
+        if ordered[best].confidence <= 0.0:
+            return None
+        weights = [1.0 if i == best else 0.0 for i in range(len(ordered))]
+        mu, sigma = scaled[best]
+        return self._opportunity(
+            symbol, ordered, scaled, weights, best, mu, sigma, step=step, now=now
         )
 
 

@@ -439,8 +439,10 @@ def test_load_when_start_end_given_then_inclusive_filter_arguments_win(
 
 def test_load_when_parquet_then_same_as_csv(tmp_path: Path) -> None:
     # Arrange
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    # pyarrow is in the test extra: a missing one must fail here, never skip.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table(
         {
             "Date": [date(2020, 1, 2), date(2020, 1, 3)],
@@ -459,8 +461,10 @@ def test_load_when_parquet_then_same_as_csv(tmp_path: Path) -> None:
 
 def test_load_when_parquet_written_by_pandas_then_index_is_time_column(tmp_path: Path) -> None:
     # Arrange: pandas stores a DatetimeIndex as the last column and names it in its metadata
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    # pyarrow is in the test extra: a missing one must fail here, never skip.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table({"AAA": [1.5, 2.5], "Date": [date(2020, 1, 2), date(2020, 1, 3)]})
     table = table.replace_schema_metadata({b"pandas": b'{"index_columns": ["Date"]}'})
     pq.write_table(table, tmp_path / "pandas.parquet")
