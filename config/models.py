@@ -25,6 +25,7 @@ Trade-offs made:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -799,15 +800,32 @@ class KafkaConfig(ConfigModel):
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
+LOG_COMPONENTS = (
+    "engine",
+    "replay",
+    "supervisor",
+    "agent",
+    "blender",
+    "pipeline",
+    "broker",
+    "journal",
+    "telemetry",
+    "cli",
+    "library",
+)
+"""Values of the ``component`` field every log record carries; keys of ``component_levels``."""
+
 
 class MetricsConfig(ConfigModel):
     """The ``[telemetry.metrics]`` table: Prometheus ``/metrics``, ``/healthz``, ``/readyz``."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     """Loopback by default: exposing metrics beyond the host is an explicit choice."""
     port: int = Field(default=9464, ge=0, le=65535)
     """0 = any free port (tests)."""
+    event_loop_lag_interval_s: float = Field(default=0.25, gt=0, le=60)
+    """How often the event-loop lag probe wakes up; its lateness is the lag."""
 
 
 class TracingConfig(ConfigModel):
@@ -815,8 +833,31 @@ class TracingConfig(ConfigModel):
 
     enabled: bool = True
     sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of traces (one per source event) recorded; decided on the trace id, so a trace is
+    recorded whole or not at all."""
     otlp_endpoint: str | None = None
-    """OTLP collector endpoint; unset = spans stay in-process (logs carry the trace ids)."""
+    """OTLP collector endpoint, ``http(s)://host:port``; needs ``pip install 'tradeengine[otlp]'``.
+    Unset = no spans are recorded (the API's no-op provider) and logs still carry trace ids."""
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    otlp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """Per-export timeout; an unreachable collector degrades tracing, never trading."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise PydanticCustomError(
+                "config_otlp_endpoint",
+                f"must look like http://host:port or https://host:port (got {json.dumps(value)})",
+            )
+        return value
 
 
 class TelemetryConfig(ConfigModel):
@@ -826,9 +867,32 @@ class TelemetryConfig(ConfigModel):
     log_format: Literal["auto", "json", "console"] = "auto"
     """``auto``: console in a terminal, JSON otherwise."""
     component_levels: dict[str, LogLevel] = Field(default_factory=dict)
-    """Per-logger overrides, e.g. ``{ "engine.bus" = "debug" }``."""
+    """Per-component overrides, e.g. ``{ pipeline = "debug", "agent.momentum" = "debug" }``.
+    Keys are a component (see ``LOG_COMPONENTS``) or ``agent.<agent name>``."""
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+    @field_validator("component_levels")
+    @classmethod
+    def _known_components(cls, value: dict[str, LogLevel]) -> dict[str, LogLevel]:
+        found: list[tuple[Loc, str]] = []
+        for key in value:
+            component, _, agent = key.partition(".")
+            if component not in LOG_COMPONENTS:
+                hint = difflib.get_close_matches(component, LOG_COMPONENTS, n=1)
+                found.append(
+                    (
+                        (key,),
+                        f"unknown log component {component!r}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                        + f"; known: {', '.join(LOG_COMPONENTS)}",
+                    )
+                )
+            elif agent and (component != "agent" or not re.match(AGENT_NAME_PATTERN, agent)):
+                found.append(((key,), "only agents take a sub-name: use 'agent.<agent name>'"))
+        if found:
+            raise problems(*found)
+        return value
 
 
 # ----------------------------------------------------------------------------------------- root
@@ -887,6 +951,29 @@ def _without_secrets(value: Any, dumped: Any) -> Any:
     if isinstance(value, dict):
         return {key: _without_secrets(item, dumped[key]) for key, item in value.items()}
     return dumped
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every non-empty secret value set in `model` (for log redaction; never log the result)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if secret:
+                found.append(secret)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(model)
+    return found
 
 
 def config_json_schema() -> dict[str, Any]:

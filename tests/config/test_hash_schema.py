@@ -25,15 +25,15 @@ path = "plugins.momentum:MomentumAgent"
 params = { b = 2, a = 1 }
 
 [telemetry]
-component_levels = { "engine.bus" = "debug", "engine.agent" = "warning" }
+component_levels = { "pipeline" = "debug", "agent.momentum" = "warning" }
 """
 
 
 def test_hash_when_configs_equal_but_keys_written_in_other_order_then_equal() -> None:
     # Arrange
     reordered = TEXT.replace("{ b = 2, a = 1 }", "{ a = 1, b = 2 }").replace(
-        '{ "engine.bus" = "debug", "engine.agent" = "warning" }',
-        '{ "engine.agent" = "warning", "engine.bus" = "debug" }',
+        '{ "pipeline" = "debug", "agent.momentum" = "warning" }',
+        '{ "agent.momentum" = "warning", "pipeline" = "debug" }',
     )
 
     # Act
