@@ -59,7 +59,9 @@ GROUPS = (
 
 
 async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
-    cfg = load_config(ROOT / "engine.toml", env={})
+    # Telemetry as configured (on), but /metrics on a free port so a running engine or a
+    # parallel benchmark never collides with this one.
+    cfg = load_config(ROOT / "engine.toml", env={"TRADEENGINE__TELEMETRY__METRICS__PORT": "0"})
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(
             cfg, options=RunOptions(start=start, end=end, run_dir=Path(tmp) / "run", base_dir=ROOT)

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from config import EngineConfig
 from config.enums import ClockKind, TradingMode
 from config.models import ReplaySourceConfig
-from contracts import IdGenerator
+from contracts import AgentState, IdGenerator
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus
 from engine.clock import Clock, LiveClock, ReplayClock
@@ -44,11 +45,40 @@ from engine.stages.risk import RiskStage
 from engine.stages.selector import ReturnHistory, selection_policy_from_config
 from engine.summary import RunSummary, baseline_from_prices, performance
 from engine.supervisor import AgentRunner, AgentSupervisor, MailboxSpec, SupervisionPolicy
+from engine.telemetry.health import ComponentState
 from engine.telemetry.logging import Logger, get_logger
+from engine.telemetry.metrics import LatencyHistogram
+from engine.telemetry.runtime import Telemetry, TelemetrySetupError
 
 # A replay clock starts here and is moved to the first event's time by the replay source.
 REPLAY_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MODEL_VERSION_PREFIX = "tradeengine-v0"
+
+_AGENT_HEALTH = {
+    AgentState.STARTING: ComponentState.STARTING,
+    AgentState.RUNNING: ComponentState.RUNNING,
+    AgentState.BACKING_OFF: ComponentState.DEGRADED,
+    AgentState.QUARANTINED: ComponentState.FAULTED,
+    AgentState.STOPPED: ComponentState.STOPPED,
+}
+"""Agents are non-critical components: a quarantined one (FAULTED) makes the engine DEGRADED."""
+
+_STOPPED_WITH = {
+    "blender": ("blender",),
+    "pipeline": ("pipeline", "risk", "venue"),
+    "journal": ("journal",),
+}
+"""Health components that stop with each engine component (agents report their own)."""
+
+_FAULT_COMPONENT = {"risk": "risk", "select": "risk", "execution": "venue", "journal": "journal"}
+"""Which health component a pipeline fault in each phase belongs to (else the pipeline)."""
+
+
+def _package_version() -> str:
+    try:
+        return version("tradeengine")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0+unknown"
 
 
 class LiveTradingUnavailableError(RuntimeError):
@@ -85,7 +115,10 @@ class Engine(AsyncService):
         options: RunOptions | None = None,
         clock: Clock | None = None,
         log: Logger | None = None,
+        span_exporter: Any = None,
     ) -> None:
+        """`span_exporter`: an OpenTelemetry SDK SpanExporter to record spans into (tests);
+        normally spans go to ``telemetry.tracing.otlp_endpoint``."""
         if config.engine.mode is TradingMode.LIVE:
             raise LiveTradingUnavailableError(
                 "live trading is not available: no live broker is implemented yet; run with --paper"
@@ -97,6 +130,14 @@ class Engine(AsyncService):
             ReplayClock(REPLAY_EPOCH) if config.engine.clock is ClockKind.REPLAY else LiveClock()
         )
         self.log = log or get_logger("engine")
+        self.telemetry = Telemetry(
+            config.telemetry,
+            version=_package_version(),
+            config_hash=self.config_hash,
+            mode=config.engine.mode.value,
+            span_exporter=span_exporter,
+        )
+        self.health = self.telemetry.health
         self.bus = MessageBus(
             default_capacity=config.bus.default_capacity,
             default_policy=config.bus.default_policy,
@@ -203,7 +244,18 @@ class Engine(AsyncService):
             self.prepare()
         cfg = self.config
         self._started_at = time.perf_counter()
+        try:
+            await self.telemetry.start()
+        except TelemetrySetupError as exc:
+            raise StartupError([str(exc)]) from exc
+        metrics = self.telemetry.metrics
+        metrics.sources.bus = self.bus
+        metrics.sources.account_currency = cfg.execution.account_currency
         if self._sources:
+            for name in ("replay", "journal", "pipeline", "risk", "venue", "blender"):
+                if name == "journal" and not cfg.execution.journal.enabled:
+                    continue
+                self.health.register(name, critical=True)
             self.run_dir = create_run_dir(
                 cfg.engine.run_dir,
                 explicit=self.options.run_dir,
@@ -221,15 +273,27 @@ class Engine(AsyncService):
                         "seed": cfg.engine.seed,
                         "engine_name": cfg.engine.name,
                     },
+                    write_latency=self._observed(metrics.journal_write.labels()),
                 )
                 await self.journal.start()
+                self.health.set("journal", ComponentState.RUNNING)
+                metrics.sources.journal = self.journal
             self._build_trading_path()
             assert self.pipeline is not None
             assert self.blender is not None
             await self.pipeline.start()
+            for name in ("pipeline", "risk", "venue"):
+                self.health.set(name, ComponentState.RUNNING)
             await self.blender.start()
+            self.health.set("blender", ComponentState.RUNNING)
+            metrics.sources.pipeline = self.pipeline
+            metrics.sources.broker = self.broker
+            metrics.sources.blender = self.blender
+        for loaded in self._loaded:
+            self.health.register(f"agent.{loaded.config.name}", critical=False)
         agents = instantiate(self._loaded, self._context_for)
         self.supervisor = self._build_supervisor(agents)
+        metrics.sources.supervisor = self.supervisor
         await self.supervisor.start()
         self.log.info(
             "engine started",
@@ -280,6 +344,17 @@ class Engine(AsyncService):
             fx=fx,
             fx_series=cfg.execution.fx.series,
             fx_currency=currency,
+            stage_latency=(
+                {
+                    s: self.telemetry.metrics.stage.labels(s)
+                    for s in ("execution", "risk", "select", "pipeline_step")
+                }
+                if cfg.telemetry.metrics.enabled
+                else None
+            ),
+            chain=self.telemetry.chain,
+            on_watermark=self._on_pipeline_watermark,
+            on_fault=self._on_pipeline_fault,
         )
         self.blender = BlenderStage(
             bus=self.bus,
@@ -289,7 +364,9 @@ class Engine(AsyncService):
             ids=self.ids_for("blender"),
             log=get_logger("blender"),
             min_signals=cfg.blender.min_signals,
-            on_crash=self._component_failed,
+            on_crash=self._blender_failed,
+            latency=self._observed(self.telemetry.metrics.stage.labels("blender")),
+            chain=self.telemetry.chain,
         )
 
     def _build_supervisor(self, agents: Sequence[Agent[Any]]) -> AgentSupervisor:
@@ -312,6 +389,11 @@ class Engine(AsyncService):
                     ),
                     patterns=agent_cfg.subscriptions,
                     expected_sources=source_names,
+                    handler_latency=self._observed(
+                        self.telemetry.metrics.agent_handler.labels(agent_cfg.name)
+                    ),
+                    chain=self.telemetry.chain,
+                    on_state=self._on_agent_state,
                 )
             )
         return AgentSupervisor(
@@ -321,10 +403,32 @@ class Engine(AsyncService):
             on_crash=self._component_failed,
         )
 
+    def _observed(self, histogram: LatencyHistogram) -> LatencyHistogram | None:
+        """The histogram to time into, or None with metrics off (then nothing reads clocks)."""
+        return histogram if self.config.telemetry.metrics.enabled else None
+
     def _component_failed(self, exc: BaseException) -> None:
         """A component task died: fail the run instead of letting the replay wait forever."""
         if self.pipeline is not None:
             self.pipeline.fail(exc)
+
+    def _blender_failed(self, exc: BaseException) -> None:
+        self.health.set("blender", ComponentState.FAULTED, f"{type(exc).__name__}: {exc}")
+        self._component_failed(exc)
+
+    def _on_agent_state(self, agent: str, state: AgentState, reason: str) -> None:
+        self.health.set(f"agent.{agent}", _AGENT_HEALTH[state], reason)
+
+    def _on_pipeline_watermark(self, _ts: datetime) -> None:
+        self.health.watermark_processed()
+
+    def _on_pipeline_fault(self, phase: str, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        component = _FAULT_COMPONENT.get(phase)
+        if component is not None:
+            self.health.set(component, ComponentState.FAULTED, f"during {phase}: {reason}")
+            reason = f"{component} failed during {phase}"
+        self.health.set("pipeline", ComponentState.FAULTED, reason)
 
     # -- phase 3: run --------------------------------------------------------------------------
 
@@ -357,14 +461,21 @@ class Engine(AsyncService):
             ids=self.ids_for("replay"),
             speed=speed,
             step_done=self.pipeline.step_done,
+            chain=self.telemetry.chain,
         )
         self.steps_total = feed.steps_total
+        self.health.set("replay", ComponentState.RUNNING, f"{feed.steps_total} steps to replay")
         replay = asyncio.create_task(feed.run(on_step), name="replay")
         stop = asyncio.create_task(self._stop_requested.wait(), name="stop-request")
         done, _ = await asyncio.wait({replay, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if replay in done:
-            replay.result()  # re-raise a failure of the replay
+            try:
+                replay.result()  # re-raise a failure of the replay
+            except Exception as exc:
+                self.health.set("replay", ComponentState.FAULTED, f"{type(exc).__name__}: {exc}")
+                raise
+            self.health.set("replay", ComponentState.STOPPED, "replay complete")
             return True
         self.log.warning("replay interrupted by a stop request")
         replay.cancel()
@@ -381,6 +492,7 @@ class Engine(AsyncService):
             ("blender", self.blender),
             ("pipeline", self.pipeline),
             ("journal", self.journal),
+            ("telemetry", self.telemetry),
         ):
             if component is None:
                 continue
@@ -388,7 +500,17 @@ class Engine(AsyncService):
                 await component.stop()
             except Exception as exc:
                 self.log.error("component failed to stop cleanly", component=name, exc_info=exc)
+                continue
+            for health_name in _STOPPED_WITH.get(name, ()):
+                self._mark_stopped(health_name)
         self.log.info("engine stopped")
+
+    def _mark_stopped(self, name: str) -> None:
+        known = {c.name: c for c in self.health.components()}
+        entry = known.get(name)
+        # A fault stays visible after the stop: the last state is what a post-mortem reads.
+        if entry is not None and entry.state is not ComponentState.FAULTED:
+            self.health.set(name, ComponentState.STOPPED, "stopped")
 
     # -- summary -------------------------------------------------------------------------------
 

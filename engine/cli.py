@@ -144,6 +144,7 @@ def _cmd_contracts_schema(directory: Path | None, check: bool) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from config.models import secret_values
     from engine.app import Engine, LiveTradingUnavailableError, RunOptions, StartupError
     from engine.telemetry.logging import configure_logging
 
@@ -171,7 +172,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         engine_section["seed"] = args.seed
     if engine_section:
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update=engine_section)})
-    configure_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    # Loggers capture the configuration when components bind them, so logging is configured
+    # before the engine exists; span ids are looked up through the engine once it does.
+    built: list[Engine] = []
+    configure_logging(
+        cfg.telemetry.log_level,
+        cfg.telemetry.log_format,
+        component_levels=cfg.telemetry.component_levels,
+        secrets=secret_values(cfg),
+        span_lookup=lambda trace_id: built[0].telemetry.span_id_for(trace_id) if built else None,
+    )
     try:
         engine = Engine(
             cfg,
@@ -179,6 +189,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 start=args.start, end=args.end, run_dir=args.run_dir, base_dir=path.parent
             ),
         )
+        built.append(engine)
         engine.prepare()
     except LiveTradingUnavailableError as exc:
         print(f"tradeengine: {exc}", file=sys.stderr)
@@ -198,6 +209,7 @@ async def _run_engine(engine: Engine) -> int:
     I/O); 1 a component failed during the run (logged with its traceback, a partial summary is
     still written so the journal's contents are accounted for).
     """
+    from engine.app import StartupError
     from engine.run_report import Progress, write_summary
     from engine.rundir import RunDirError
 
@@ -207,7 +219,7 @@ async def _run_engine(engine: Engine) -> int:
     try:
         try:
             await engine.start()
-        except (RunDirError, OSError) as exc:
+        except (RunDirError, OSError, StartupError) as exc:
             await engine.stop()  # whatever did start (journal, stages) is released
             print(f"tradeengine: cannot start: {exc}", file=sys.stderr)
             return EXIT_USAGE

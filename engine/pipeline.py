@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,6 +49,8 @@ from engine.lifecycle import AsyncService
 from engine.stages.risk import RiskStage
 from engine.stages.selector import ReturnHistory, SelectionPolicy
 from engine.telemetry.logging import Logger
+from engine.telemetry.observe import LatencyObserver
+from engine.telemetry.tracing import ChainTracer
 
 STAGE_NAME = "pipeline"
 BLENDER_WATERMARK = topics.stage_watermark("blender")
@@ -67,6 +70,7 @@ class PipelineStats:
     fills: int = 0
     fx_updates: int = 0
     denial_reasons: dict[str, int] = field(default_factory=dict)
+    intents_by_effect: dict[str, int] = field(default_factory=dict)
 
 
 class TradingPipeline(AsyncService):
@@ -89,6 +93,10 @@ class TradingPipeline(AsyncService):
         fx: FxConverter | None = None,
         fx_series: str | None = None,
         fx_currency: str = "USD",
+        stage_latency: Mapping[str, LatencyObserver] | None = None,
+        chain: ChainTracer | None = None,
+        on_watermark: Callable[[datetime], None] | None = None,
+        on_fault: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self._bus = bus
         self._clock = clock
@@ -112,6 +120,16 @@ class TradingPipeline(AsyncService):
         self._done_through: datetime | None = None
         self._progress = asyncio.Condition()
         self._failure: BaseException | None = None
+        self._latency = (
+            tuple(stage_latency[s] for s in ("execution", "risk", "select", "pipeline_step"))
+            if stage_latency is not None
+            else None
+        )
+        self._chain = chain if chain is not None and chain.recording else None
+        self._on_watermark = on_watermark
+        self._on_fault = on_fault
+        self.phase = "idle"
+        """The part of a step running now (execution, risk, select, journal); names a fault."""
         self.stats = PipelineStats()
         self.snapshots: list[PortfolioSnapshot] = []
         """One snapshot per step, in order: the equity curve of the run summary."""
@@ -191,7 +209,9 @@ class TradingPipeline(AsyncService):
         except BaseException as exc:
             # A fault here is a bug in a stage; fail the run loudly rather than hang the replay.
             self._failure = exc
-            self._log.error("trading pipeline failed", exc_info=exc)
+            self._log.error("trading pipeline failed", phase=self.phase, exc_info=exc)
+            if self._on_fault is not None:
+                self._on_fault(self.phase, exc)
             async with self._progress:
                 self._progress.notify_all()
             raise
@@ -210,6 +230,8 @@ class TradingPipeline(AsyncService):
                 origin=STAGE_NAME,
             ),
         )
+        if self._on_watermark is not None:
+            self._on_watermark(ts)
         async with self._progress:
             self._progress.notify_all()
 
@@ -228,27 +250,49 @@ class TradingPipeline(AsyncService):
         opportunities = self._opportunities.pop(step, [])
         stats = self.stats
         now = self._clock.now()
+        chain = self._chain
+        latency = self._latency
+        mono = self._clock.monotonic
+        t_start = mono() if latency is not None else 0.0
         stats.steps += 1
         stats.bars += len(bars)
         if self._fx_pending:
             self._apply_fx(step)
         stats.opportunities += len(opportunities)
 
+        self.phase = "execution"
         events: list[Order | Fill] = list(self._broker.on_bars(bars))
         self._portfolio.mark(bars)
         if bars:
             self._history.update({b.symbol: b.close for b in bars})
 
+        t_exec = mono() if latency is not None else 0.0
+        self.phase = "risk"
         decisions: list[DecisionLog] = list(self._risk.exits(step, now, self._portfolio))
         stats.exits += len(decisions)
-        slate = self._selector.select(sorted(opportunities, key=lambda o: o.symbol), self._history)
+        t_exits = mono() if latency is not None else 0.0
+        self.phase = "select"
+        ranked = sorted(opportunities, key=lambda o: o.symbol)
+        slate = self._selector.select(ranked, self._history)
         stats.selected += len(slate)
+        if chain is not None:
+            rank = {id(o): i for i, o in enumerate(slate)}
+            for opp in ranked:
+                chain.selection(opp, selected=id(opp) in rank, rank=rank.get(id(opp)), score=None)
+        t_select = mono() if latency is not None else 0.0
+        self.phase = "risk"
         decisions.extend(self._risk.decide(step, now, slate, self._portfolio))
+        t_decide = mono() if latency is not None else 0.0
+        self.phase = "execution"
         for decision in decisions:
+            if chain is not None:
+                chain.decision(decision)
             if decision.kind is DecisionKind.INTENT:
                 assert decision.intent is not None
                 events.append(self._broker.submit(decision.intent))
                 stats.intents += 1
+                effect = decision.intent.effect.value
+                stats.intents_by_effect[effect] = stats.intents_by_effect.get(effect, 0) + 1
             elif decision.kind is DecisionKind.DENIAL:
                 stats.denials += 1
                 reason = decision.reason.value if decision.reason else "unknown"
@@ -263,16 +307,30 @@ class TradingPipeline(AsyncService):
             if isinstance(event, Fill):
                 stats.fills += 1
                 out.append((topics.fill(event.symbol), event))
+                if chain is not None:
+                    chain.fill(event)
             else:
                 stats.orders += 1
                 out.append((topics.order(event.symbol), event))
+                if chain is not None:
+                    chain.order(event)
         for decision in decisions:
             out.append((topics.decision(decision.symbol), decision))
             if decision.intent is not None:
                 out.append((topics.intent(decision.intent.symbol), decision.intent))
+        t_done = mono() if latency is not None else 0.0
+        self.phase = "journal"
         if self._journal is not None:
             for item in (*decisions, *events):
                 await self._journal.put(item)
             await self._journal.put(snapshot)
+        self.phase = "publish"
         if out:
             await self._bus.publish_batch(out)
+        self.phase = "idle"
+        if latency is not None:
+            execution, risk, select, whole = latency
+            execution.observe((t_exec - t_start) + (t_done - t_decide))
+            risk.observe((t_exits - t_exec) + (t_decide - t_select))
+            select.observe(t_select - t_exits)
+            whole.observe(mono() - t_start)

@@ -48,6 +48,11 @@ from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
+from engine.telemetry.observe import LatencyObserver
+from engine.telemetry.tracing import ChainTracer
+
+StateListener = Callable[[str, AgentState, str], None]
+"""Called with (agent name, new state, reason) on every state change of an agent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ class AgentStats:
     discarded_signals: int = 0
     unexpected_messages: int = 0
     watermarks_forwarded: int = 0
+    quarantines: int = 0
     last_error: str | None = field(default=None)
 
 
@@ -128,6 +134,9 @@ class AgentRunner:
         mailbox: MailboxSpec = MailboxSpec(),
         patterns: Sequence[str] | None = None,
         expected_sources: Sequence[str] = (),
+        handler_latency: LatencyObserver | None = None,
+        chain: ChainTracer | None = None,
+        on_state: StateListener | None = None,
     ) -> None:
         self.agent = agent
         self.name = agent.name
@@ -153,6 +162,9 @@ class AgentRunner:
         self._busy_since: float | None = None
         self._busy_event: Contract | None = None
         self._overrun_reported = False
+        self._handler_latency = handler_latency
+        self._chain = chain if chain is not None and chain.recording else None
+        self._on_state = on_state
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -224,6 +236,7 @@ class AgentRunner:
         budget = self.policy.handler_budget_s
         stats = self.stats
         initial_backoff = self.policy.backoff_initial_s
+        latency = self._handler_latency
         while True:
             try:
                 batch = await sub.get_batch(64)
@@ -256,6 +269,8 @@ class AgentRunner:
                 self._outcomes += 1
                 self._backoff_s = initial_backoff
                 elapsed = monotonic() - started
+                if latency is not None:
+                    latency.observe(elapsed)
                 if elapsed > budget and not self._overrun_reported:
                     self._report_overrun(message, elapsed, still_running=False)
                 if agent._outbox:
@@ -284,6 +299,9 @@ class AgentRunner:
         if not signals:
             return
         self.stats.signals += len(signals)
+        if self._chain is not None:
+            for sig in signals:
+                self._chain.signal(sig)
         cache = self._signal_topics
         if len(signals) == 1:
             sig = signals[0]
@@ -348,6 +366,7 @@ class AgentRunner:
         )
         if failures >= self.policy.max_failures:
             self.state = AgentState.QUARANTINED
+            self.stats.quarantines += 1
 
     async def _back_off(self) -> None:
         await self._set_state(AgentState.BACKING_OFF, self.stats.last_error or "")
@@ -388,6 +407,8 @@ class AgentRunner:
         if state is self.state and state is not AgentState.QUARANTINED:
             return
         self.state = state
+        if self._on_state is not None:
+            self._on_state(self.name, state, reason)
         status = AgentStatus(
             trace_id=self._ids.trace_id(),
             ts_event=self._clock.now(),

@@ -23,7 +23,7 @@ def _require(found: bool, what: str) -> None:
     pytest.skip(f"{what} not installed on this developer machine")
 
 
-@pytest.mark.parametrize("tool", ["redis-server", "kcat"])
+@pytest.mark.parametrize("tool", ["redis-server", "kcat", "prometheus", "promtool"])
 def test_tool_when_ci_runs_then_installed(tool: str) -> None:
     # Arrange / Act
     path = shutil.which(tool)

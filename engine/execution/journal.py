@@ -37,6 +37,7 @@ import functools
 import hashlib
 import json
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -46,6 +47,7 @@ from typing import Any, Final
 from contracts import DecisionLog, Fill, Order
 from engine.execution.model import PortfolioSnapshot
 from engine.lifecycle import AsyncService
+from engine.telemetry.observe import LatencyObserver
 
 JournalItem = DecisionLog | Order | Fill | PortfolioSnapshot
 
@@ -148,6 +150,7 @@ class Journal(AsyncService):
         flush_interval_s: float = 1.0,
         max_pending_batches: int = 8,
         meta: Mapping[str, str | int | float] | None = None,
+        write_latency: LatencyObserver | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0 (got {batch_size})")
@@ -160,6 +163,7 @@ class Journal(AsyncService):
         self._flush_interval_s = flush_interval_s
         self._max_pending = max_pending_batches
         self._meta = {k: str(v) for k, v in (meta or {}).items()}
+        self._write_latency = write_latency
         self._batch: list[JournalItem] = []
         self._sealed: deque[list[JournalItem]] = deque()
         self._conn: sqlite3.Connection | None = None
@@ -314,8 +318,11 @@ class Journal(AsyncService):
                         self._seal()
                     continue
                 batch = self._sealed[0]
+                started = time.perf_counter()
                 async with self._write_lock:
                     await asyncio.to_thread(_write_batch, conn, batch)
+                if self._write_latency is not None:
+                    self._write_latency.observe(time.perf_counter() - started)
                 self._sealed.popleft()
                 self.rows_written += len(batch)
                 self.batches_written += 1

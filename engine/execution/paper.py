@@ -133,7 +133,7 @@ class PaperBroker:
         self._clock = clock
         self._allow_short = allow_short
         self._min_fill_fraction = min_fill_fraction
-        self._log = log or get_logger("engine.execution.paper")
+        self._log = log or get_logger("broker")
         self._pending: dict[str, list[_Pending]] = {}
         self._stops: dict[str, Order] = {}
         self._reasons: dict[str, str] = {}

@@ -82,6 +82,7 @@ from contracts.market import Bar, MacroObservation, Watermark
 from engine.bus import MessageBus
 from engine.clock import ReplayClock
 from engine.data import bundled_path
+from engine.telemetry.tracing import ChainTracer
 
 __all__ = [
     "MAX_SLEEP_S",
@@ -1118,6 +1119,20 @@ def _single_ohlcv(cfg: ReplaySourceConfig, files: list[_FileData]) -> bool:
 # ------------------------------------------------------------------------------------ feed
 
 
+def _trace_source_events(
+    chain: ChainTracer, source: LoadedSource, events: list[tuple[str, object]], ts: datetime
+) -> None:
+    for _topic, event in events:
+        if isinstance(event, Bar):
+            chain.source_event(
+                event.trace_id, kind="bar", source=source.name, symbol=event.symbol, ts_event=ts
+            )
+        elif isinstance(event, MacroObservation):
+            chain.source_event(
+                event.trace_id, kind="macro", source=source.name, symbol=event.series, ts_event=ts
+            )
+
+
 class ReplayFeed:
     """Publishes loaded sources in event-time order on the bus, driving the replay clock."""
 
@@ -1130,6 +1145,7 @@ class ReplayFeed:
         ids: IdGenerator,
         speed: float | None = None,
         step_done: Callable[[datetime], Awaitable[None]] | None = None,
+        chain: ChainTracer | None = None,
     ) -> None:
         if speed is not None and not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a finite number > 0 or None, got {speed}")
@@ -1144,6 +1160,7 @@ class ReplayFeed:
         self._ids = ids
         self._speed = speed
         self._step_done = step_done
+        self._chain = chain if chain is not None and chain.recording else None
         self._timeline: list[datetime] = sorted(
             set().union(*(source._stamps for source in self._sources))
         )
@@ -1173,6 +1190,7 @@ class ReplayFeed:
         publish_batch = self._bus.publish_batch
         trace_id = self._ids.trace_id
         step_done = self._step_done
+        chain = self._chain
         speed = self._speed
         bars = macro = 0
         previous: datetime | None = None
@@ -1191,7 +1209,10 @@ class ReplayFeed:
             for s, source in enumerate(sources):
                 k = cursors[s]
                 if k < len(source._stamps) and source._stamps[k] == ts:
+                    first = len(batch)
                     count = source._emit(k, ts, now, trace_id, batch)
+                    if chain is not None:
+                        _trace_source_events(chain, source, batch[first:], ts)
                     if source.kind == "bars":
                         bars += count
                     else:

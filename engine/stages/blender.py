@@ -55,6 +55,8 @@ from engine.bus import MessageBus, OverflowPolicy, Subscription, SubscriptionClo
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
+from engine.telemetry.observe import LatencyObserver
+from engine.telemetry.tracing import ChainTracer
 
 __all__ = [
     "DEFAULT_QUANTILE_LEVELS",
@@ -369,11 +371,15 @@ class BlenderStage(AsyncService):
         batch_size: int = 256,
         name: str = "blender",
         on_crash: Callable[[BaseException], None] | None = None,
+        latency: LatencyObserver | None = None,
+        chain: ChainTracer | None = None,
     ) -> None:
         if min_signals < 1:
             raise ValueError(f"min_signals must be >= 1, got {min_signals}")
         self._bus = bus
         self._on_crash = on_crash
+        self._latency = latency
+        self._chain = chain if chain is not None and chain.recording else None
         self._policy = policy
         self._agents = tuple(sorted(set(agents)))
         self._live: set[str] = set(self._agents)
@@ -404,6 +410,11 @@ class BlenderStage(AsyncService):
     def watermark(self) -> datetime | None:
         """The last step closed (published with its stage watermark)."""
         return self._closed
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """The agents this stage was configured to wait for (quarantined ones included)."""
+        return self._agents
 
     @property
     def live_agents(self) -> tuple[str, ...]:
@@ -572,6 +583,7 @@ class BlenderStage(AsyncService):
     ) -> list[tuple[str, object]]:
         out: list[tuple[str, object]] = []
         now = self._clock.now()
+        started = self._clock.monotonic() if self._latency is not None else 0.0
         for symbol in sorted(by_symbol):
             signals = [by_symbol[symbol][a] for a in sorted(by_symbol[symbol])]
             if len(signals) < self._min_signals:
@@ -597,11 +609,15 @@ class BlenderStage(AsyncService):
                 self.stats.no_opportunity += 1
                 continue
             self.stats.opportunities += 1
+            if self._chain is not None:
+                self._chain.opportunity(opp)
             topic = self._opportunity_topics.get(symbol)
             if topic is None:
                 topic = self._opportunity_topics[symbol] = topics.opportunity(symbol)
             out.append((topic, opp))
         out.append(self._watermark(step))
+        if self._latency is not None:
+            self._latency.observe(self._clock.monotonic() - started)
         return out
 
     def _watermark(self, step: datetime) -> tuple[str, object]:

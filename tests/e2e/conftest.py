@@ -14,6 +14,7 @@ import pytest
 
 from config import EngineConfig, load_config
 from engine.app import Engine, RunOptions
+from tests.kit.config import on_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ class RunResult:
 
 
 def default_config(**engine_overrides: Any) -> EngineConfig:
-    cfg = load_config(ROOT / "engine.toml", env={})
+    cfg = on_free_port(load_config(ROOT / "engine.toml", env={}))
     if engine_overrides:
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update=engine_overrides)})
     return cfg
@@ -41,7 +42,8 @@ async def replay(
     cfg: EngineConfig, run_dir: Path, start: date, end: date, base_dir: Path = ROOT
 ) -> RunResult:
     engine = Engine(
-        cfg, options=RunOptions(start=start, end=end, run_dir=run_dir, base_dir=base_dir)
+        on_free_port(cfg),
+        options=RunOptions(start=start, end=end, run_dir=run_dir, base_dir=base_dir),
     )
     engine.prepare()
     async with engine:

@@ -16,6 +16,7 @@ from config import load_config_text
 from engine.app import Engine, RunOptions
 from engine.stages.blender import BlenderStage
 from engine.stages.risk import RiskStage
+from tests.kit.config import on_free_port
 
 from .conftest import ROOT, RunResult, default_config
 
@@ -99,7 +100,9 @@ async def test_run_when_prices_in_account_currency_then_no_fx_needed(tmp_path: P
         "params = { fast = 2, slow = 5 }\n",
         env={},
     )
-    engine = Engine(cfg, options=RunOptions(run_dir=tmp_path / "run", base_dir=tmp_path))
+    engine = Engine(
+        on_free_port(cfg), options=RunOptions(run_dir=tmp_path / "run", base_dir=tmp_path)
+    )
     engine.prepare()
     # Act
     async with engine:

@@ -10,6 +10,7 @@ import pytest
 
 from config import load_config_text
 from engine.app import Engine, RunOptions, StartupError
+from tests.kit.config import on_free_port
 
 CONFIG = """
 [[sources]]
@@ -62,7 +63,7 @@ async def test_replay_when_fx_series_configured_then_positions_valued_at_latest_
     rates = _write_fx(tmp_path / "eurusd.csv", start, end)
     cfg = load_config_text(CONFIG, env={})
     engine = Engine(
-        cfg,
+        on_free_port(cfg),
         options=RunOptions(start=start, end=end, run_dir=tmp_path / "run", base_dir=tmp_path),
     )
     engine.prepare()

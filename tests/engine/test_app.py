@@ -11,6 +11,7 @@ from config import load_config_text
 from contracts import AgentState, Signal, Watermark, topics
 from engine.app import Engine, LiveTradingUnavailableError, RunOptions, StartupError
 from engine.testing import make_bar
+from tests.kit.config import on_free_port
 
 T1 = datetime(2020, 1, 2, 21, tzinfo=UTC)
 T2 = datetime(2020, 1, 3, 21, tzinfo=UTC)
@@ -50,7 +51,9 @@ async def test_start_when_two_sources_then_agent_watermark_waits_for_both(
     tmp_path: Path,
 ) -> None:
     # Arrange: the replay feed is not run; the test publishes by hand to control the order
-    engine = Engine(load_config_text(CONFIG, env={}), options=RunOptions(run_dir=tmp_path / "run"))
+    engine = Engine(
+        on_free_port(load_config_text(CONFIG, env={})), options=RunOptions(run_dir=tmp_path / "run")
+    )
     out = engine.bus.subscribe(
         [topics.ALL_SIGNALS, topics.ALL_AGENT_WATERMARKS], name="test.out", capacity=64
     )
