@@ -848,6 +848,13 @@ class TracingConfig(ConfigModel):
         if value is None:
             return None
         parts = urlsplit(value)
+        if "@" in parts.netloc:
+            # Never echo it: the part before "@" is a credential.
+            raise PydanticCustomError(
+                "config_otlp_endpoint",
+                "must not embed credentials (user:password@); collectors that need "
+                "authentication are not supported yet",
+            )
         try:
             port = parts.port
         except ValueError:
@@ -925,12 +932,16 @@ class EngineConfig(ConfigModel):
         return _validate_unique_names(value, handler, "source")
 
     def canonical_json(self) -> str:
-        """The config as canonical JSON (sorted keys, no whitespace), secret fields left out.
+        """The config as canonical JSON (sorted keys, no whitespace), secret fields and the
+        ``telemetry`` section left out.
 
         Secrets are omitted rather than masked, so setting or rotating a password does not
-        change the hash of an otherwise identical config.
+        change the hash of an otherwise identical config. Telemetry (log levels, the metrics
+        port, tracing) cannot change a decision, so turning on debug logs or tracing leaves the
+        hash, and so the journal, byte-identical.
         """
         public = _without_secrets(self, self.model_dump(mode="json"))
+        del public["telemetry"]
         return json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def config_hash(self) -> str:

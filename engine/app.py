@@ -26,7 +26,7 @@ from typing import Any
 
 from config import EngineConfig
 from config.enums import ClockKind, TradingMode
-from config.models import ReplaySourceConfig
+from config.models import ReplaySourceConfig, secret_values
 from contracts import AgentState, IdGenerator
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus
@@ -70,7 +70,7 @@ _STOPPED_WITH = {
 }
 """Health components that stop with each engine component (agents report their own)."""
 
-_FAULT_COMPONENT = {"risk": "risk", "select": "risk", "execution": "venue", "journal": "journal"}
+_FAULT_COMPONENT = {"risk": "risk", "execution": "venue", "journal": "journal"}
 """Which health component a pipeline fault in each phase belongs to (else the pipeline)."""
 
 
@@ -136,6 +136,7 @@ class Engine(AsyncService):
             config_hash=self.config_hash,
             mode=config.engine.mode.value,
             span_exporter=span_exporter,
+            secrets=secret_values(config),
         )
         self.health = self.telemetry.health
         self.bus = MessageBus(
@@ -152,6 +153,7 @@ class Engine(AsyncService):
         self._loaded: Sequence[LoadedAgent] = ()
         self._sources: list[LoadedSource] = []
         self._prepared = False
+        self._stopped = False
         self._stop_requested = asyncio.Event()
         self._started_at = 0.0
         self.steps_total: int | None = None
@@ -240,6 +242,15 @@ class Engine(AsyncService):
     # -- phase 2: start ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; if any part fails, whatever did start is stopped again (the port,
+        the tracer, the journal) before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         if not self._prepared:
             self.prepare()
         cfg = self.config
@@ -478,6 +489,7 @@ class Engine(AsyncService):
             self.health.set("replay", ComponentState.STOPPED, "replay complete")
             return True
         self.log.warning("replay interrupted by a stop request")
+        self.health.set("replay", ComponentState.STOPPED, "interrupted by a stop request")
         replay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await replay
@@ -486,7 +498,11 @@ class Engine(AsyncService):
     # -- stop ----------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop producers first; every component is stopped even if another fails to."""
+        """Stop producers first; every component is stopped even if another fails to.
+        Idempotent: a second call (e.g. after a failed start) does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         for name, component in (
             ("agents", self.supervisor),
             ("blender", self.blender),

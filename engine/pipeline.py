@@ -210,7 +210,7 @@ class TradingPipeline(AsyncService):
             # A fault here is a bug in a stage; fail the run loudly rather than hang the replay.
             self._failure = exc
             self._log.error("trading pipeline failed", phase=self.phase, exc_info=exc)
-            if self._on_fault is not None:
+            if self._on_fault is not None and not isinstance(exc, asyncio.CancelledError):
                 self._on_fault(self.phase, exc)
             async with self._progress:
                 self._progress.notify_all()

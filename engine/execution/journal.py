@@ -318,11 +318,11 @@ class Journal(AsyncService):
                         self._seal()
                     continue
                 batch = self._sealed[0]
-                started = time.perf_counter()
                 async with self._write_lock:
+                    started = time.perf_counter()
                     await asyncio.to_thread(_write_batch, conn, batch)
-                if self._write_latency is not None:
-                    self._write_latency.observe(time.perf_counter() - started)
+                    if self._write_latency is not None:
+                        self._write_latency.observe(time.perf_counter() - started)
                 self._sealed.popleft()
                 self.rows_written += len(batch)
                 self.batches_written += 1

@@ -78,8 +78,10 @@ def _describe(name: str, entry: _Entry) -> str:
 class HealthRegistry:
     """Component states, their roll-up, and the liveness/readiness answers served over HTTP."""
 
-    def __init__(self, log: Logger) -> None:
+    def __init__(self, log: Logger, *, redact: Callable[[str], str] | None = None) -> None:
+        """`redact` masks secrets in reasons (they are served over HTTP, not only logged)."""
         self._log = log
+        self._redact = redact
         # dicts keep insertion order, which is the registration order `components()` promises.
         self._entries: dict[str, _Entry] = {}
         self._listeners: list[HealthListener] = []
@@ -98,6 +100,8 @@ class HealthRegistry:
         """Declare a component. Critical ones fault the whole engine when they fault."""
         if name in self._entries:
             raise ValueError(f"health: duplicate component name {name!r}")
+        if self._redact is not None:
+            reason = self._redact(reason)
         self._entries[name] = _Entry(critical=critical, state=state, reason=reason)
 
     def set(self, name: str, state: ComponentState, reason: str = "") -> None:
@@ -106,6 +110,9 @@ class HealthRegistry:
         if entry is None:
             known = ", ".join(self._entries) or "none"
             raise KeyError(f"health: unknown component {name!r} (registered: {known})")
+        if self._redact is not None:
+            # Reasons are often exception texts, which can echo a credential.
+            reason = self._redact(reason)
         if entry.state is state and entry.reason == reason:
             # Components may re-report their state idempotently; that is not a change and must
             # not flood the log or inflate the change counter.

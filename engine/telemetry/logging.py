@@ -128,6 +128,18 @@ def _bridge_stdlib_logging() -> None:
         root.setLevel(logging.WARNING)
 
 
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """A function masking every known secret value in a string (for text served outside logs,
+    such as health reasons)."""
+    scrubber = _SecretScrubber(secrets)
+
+    def redact(text: str) -> str:
+        result: str = scrubber._scrub(text)
+        return result
+
+    return redact
+
+
 def _add_span_id(lookup: SpanLookup) -> Processor:
     def processor(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
         trace_id = event.get("trace_id")

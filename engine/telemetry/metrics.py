@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +44,7 @@ from contracts.enums import DenialReason, PositionEffect
 from engine.telemetry.health import ComponentState
 
 if TYPE_CHECKING:
-    from engine.bus import MessageBus
+    from engine.bus import MessageBus, SubscriptionStats
     from engine.execution.journal import Journal
     from engine.execution.model import PortfolioSnapshot
     from engine.execution.paper import PaperBroker
@@ -171,6 +172,7 @@ class EngineCollector(Collector):
         self.sources = sources
         self._histograms = list(histograms)
         self._build = (version, config_hash, mode)
+        self._subscriptions: dict[str, SubscriptionStats] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Describing would run collect() at registration, before components exist.
@@ -247,7 +249,14 @@ class EngineCollector(Collector):
             for kind, n in sorted(values.items()):
                 family.add_metric([kind], n)
             yield family
-        subs = sorted(stats.subscriptions.values(), key=lambda s: s.name)
+        # A closed subscription (a quarantined or stopped agent) keeps its last counters, so a
+        # counter never vanishes or resets; its mailbox then counts as empty.
+        for name, sub_stats in stats.subscriptions.items():
+            self._subscriptions[name] = sub_stats
+        subs = [
+            s if s.name in stats.subscriptions else dataclasses.replace(s, depth=0)
+            for s in sorted(self._subscriptions.values(), key=lambda s: s.name)
+        ]
         for name, doc, getter, counter in (
             ("delivered_messages", "Messages handed to the subscriber.", "delivered", True),
             (

@@ -16,13 +16,14 @@ Trade-offs made:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from config.models import TelemetryConfig
 from engine.lifecycle import AsyncService
 from engine.telemetry.health import ComponentState, HealthRegistry
 from engine.telemetry.http import TelemetryServer, TelemetryServerError
-from engine.telemetry.logging import get_logger
+from engine.telemetry.logging import get_logger, redactor
 from engine.telemetry.metrics import EngineMetrics, LoopLagProbe
 from engine.telemetry.tracing import ChainTracer, Tracing, TracingSetupError, build_tracing
 
@@ -44,11 +45,14 @@ class Telemetry(AsyncService):
         config_hash: str,
         mode: str,
         span_exporter: Any = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.log = get_logger("telemetry")
         self.metrics = EngineMetrics(version=version, config_hash=config_hash, mode=mode)
-        self.health = HealthRegistry(get_logger("engine").bind(subsystem="health"))
+        self.health = HealthRegistry(
+            get_logger("engine").bind(subsystem="health"), redact=redactor(secrets)
+        )
         self.metrics.sources.health = self.health
         self._span_exporter = span_exporter
         self.tracing: Tracing | None = None
@@ -67,8 +71,11 @@ class Telemetry(AsyncService):
 
     @property
     def port(self) -> int | None:
-        """The bound HTTP port (None when the server is disabled or not started)."""
-        return self.server.port if self.server is not None else None
+        """The bound HTTP port (None when the server is disabled or did not start)."""
+        try:
+            return self.server.port if self.server is not None else None
+        except RuntimeError:  # the server never bound
+            return None
 
     async def start(self) -> None:
         cfg = self.config
@@ -93,6 +100,8 @@ class Telemetry(AsyncService):
             )
         except TracingSetupError as exc:
             raise TelemetrySetupError(str(exc)) from exc
+        # Binds the exporter's state reports to this loop (they come from the SDK's thread).
+        await self.tracing.start()
         self.metrics.sources.tracing = self.tracing
         if recording:
             self.health.set(TRACING_COMPONENT, ComponentState.RUNNING, "exporting spans")
@@ -139,6 +148,9 @@ class Telemetry(AsyncService):
                 await self.tracing.stop()
             except Exception as exc:
                 self.log.error("tracing failed to shut down cleanly", exc_info=exc)
+            known = {c.name: c for c in self.health.components()}
+            if TRACING_COMPONENT in known:
+                self.health.set(TRACING_COMPONENT, ComponentState.STOPPED, "stopped")
         if self.server is not None:
             await self.server.stop()
 

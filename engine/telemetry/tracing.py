@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -159,13 +160,7 @@ class ChainTracer:
             "tradeengine.symbol": symbol,
             "tradeengine.ts_event": ts_event.isoformat(),
         }
-        token = _ROOT_IDS.set((int(trace_id, 16), root_span_id(trace_id)))
-        try:
-            span = self._tracer.start_span(f"source.{kind}", context=_EMPTY, attributes=attributes)
-        finally:
-            _ROOT_IDS.reset(token)
-        span.end()
-        self._remember(("src", trace_id), trace_id, span.get_span_context())
+        self._record_root(f"source.{kind}", attributes, ("src", trace_id), trace_id)
 
     def signal(self, signal: Signal) -> None:
         """An agent's signal; parent: the source span of its trace."""
@@ -185,7 +180,8 @@ class ChainTracer:
             "tradeengine.ts_event": signal.ts_event.isoformat(),
         }
         parent = self._parent(trace_id, ("src", trace_id))
-        self._record("signal", parent, attributes, ("sig", trace_id, signal.agent), trace_id)
+        key = ("sig", trace_id, signal.agent, signal.symbol)
+        self._record("signal", parent, attributes, key, trace_id)
 
     def opportunity(self, opp: Opportunity) -> None:
         """A blended opportunity; parent: its main signal's span, links: the other signals."""
@@ -194,13 +190,20 @@ class ChainTracer:
         trace_id = opp.trace_id
         if not self._sampled(trace_id):
             return
-        main_agent: str | None = None
+        contributions = opp.contributions
+        # The blender's main signal: the highest weight, ties to the first (its own rule); the
+        # opportunity carries that signal's trace id.
+        main = max(range(len(contributions)), key=lambda i: (contributions[i].weight, -i))
+        main_agent: str | None = (
+            contributions[main].agent if contributions[main].signal_trace_id == trace_id else None
+        )
         links: list[Link] = []
-        for contribution in opp.contributions:
-            if main_agent is None and contribution.signal_trace_id == trace_id:
-                main_agent = contribution.agent
+        for i, contribution in enumerate(contributions):
+            if i == main and main_agent is not None:
                 continue
-            linked = self._index.get(("sig", contribution.signal_trace_id, contribution.agent))
+            linked = self._index.get(
+                ("sig", contribution.signal_trace_id, contribution.agent, opp.symbol)
+            )
             if linked is None:
                 linked = self._known_root(contribution.signal_trace_id)
             if linked is not None:
@@ -230,7 +233,9 @@ class ChainTracer:
             attributes["tradeengine.cvar"] = opp.cvar
         if main_agent is not None:
             attributes["tradeengine.agent"] = main_agent
-            parent = self._parent(trace_id, ("sig", trace_id, main_agent), ("src", trace_id))
+            parent = self._parent(
+                trace_id, ("sig", trace_id, main_agent, opp.symbol), ("src", trace_id)
+            )
         else:
             parent = self._parent(trace_id, ("src", trace_id))
         self._record(
@@ -277,6 +282,23 @@ class ChainTracer:
         else:
             parent = self._parent(trace_id)
         if kind is DecisionKind.INTENT and intent is not None:
+            opened_by = decision.inputs.get("opened_by_intent")
+            if ("last", trace_id) not in self._index:
+                # A decision that starts its own trace (an exit when a position's horizon has
+                # elapsed): make it the trace's real root, linked to the intent that opened it.
+                attributes["tradeengine.intent_id"] = intent.intent_id
+                attributes["tradeengine.side"] = intent.side.value
+                attributes["tradeengine.effect"] = intent.effect.value
+                attributes["tradeengine.quantity"] = intent.quantity
+                opener = self._index.get(("intent", str(opened_by))) if opened_by else None
+                self._record_root(
+                    "intent",
+                    attributes,
+                    ("intent", intent.intent_id),
+                    trace_id,
+                    links=[Link(opener)] if opener is not None else (),
+                )
+                return
             attributes["tradeengine.intent_id"] = intent.intent_id
             attributes["tradeengine.side"] = intent.side.value
             attributes["tradeengine.effect"] = intent.effect.value
@@ -370,6 +392,23 @@ class ChainTracer:
         source = index.get(("src", trace_id))
         parent = source if source is not None else _synthetic_parent(trace_id)
         return trace.set_span_in_context(NonRecordingSpan(parent), _EMPTY)
+
+    def _record_root(
+        self,
+        name: str,
+        attributes: dict[str, AttributeValue],
+        key: IndexKey,
+        trace_id: str,
+        links: Sequence[Link] = (),
+    ) -> None:
+        """A span without parent whose ids are the contract's trace id and its derived span id."""
+        token = _ROOT_IDS.set((int(trace_id, 16), root_span_id(trace_id)))
+        try:
+            span = self._tracer.start_span(name, context=_EMPTY, attributes=attributes, links=links)
+        finally:
+            _ROOT_IDS.reset(token)
+        span.end()
+        self._remember(key, trace_id, span.get_span_context())
 
     def _record(
         self,
@@ -698,13 +737,28 @@ def build_tracing(
         """Hands out the contract's trace id (and derived span id) for the root span being
         started by `ChainTracer.source_event`; random ids otherwise."""
 
+        def __init__(self) -> None:
+            # A private generator: the SDK's default draws from the global `random`, which a
+            # plugin may seed or use, and tracing must never change what a plugin draws.
+            self._random = random.Random()
+
         def generate_trace_id(self) -> int:
             pending = _ROOT_IDS.get()
-            return super().generate_trace_id() if pending is None else pending[0]
+            if pending is not None:
+                return pending[0]
+            trace_id = self._random.getrandbits(128)
+            while trace_id == 0:
+                trace_id = self._random.getrandbits(128)
+            return trace_id
 
         def generate_span_id(self) -> int:
             pending = _ROOT_IDS.get()
-            return super().generate_span_id() if pending is None else pending[1]
+            if pending is not None:
+                return pending[1]
+            span_id = self._random.getrandbits(64)
+            while span_id == 0:
+                span_id = self._random.getrandbits(64)
+            return span_id
 
         def is_trace_id_random(self) -> bool:
             return False  # contract ids come from a seeded generator, not a W3C random source

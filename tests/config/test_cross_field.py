@@ -188,3 +188,36 @@ partitions = 3
 
     # Assert
     assert [(p.path, p.line) for p in problems] == [("kafka.topics[1].name", 8)]
+
+
+def test_load_when_otlp_endpoint_embeds_credentials_then_rejected_without_echoing_them() -> None:
+    # Arrange
+    text = '[telemetry.tracing]\notlp_endpoint = "http://user:s3cr3t-token@collector:4317"\n'
+    # Act
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, env={})
+    # Assert
+    message = str(caught.value)
+    assert "telemetry.tracing.otlp_endpoint" in message
+    assert "must not embed credentials" in message
+    assert "s3cr3t-token" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:4317", "grpc://collector:4317", "http://host"])
+def test_load_when_otlp_endpoint_malformed_then_error_names_key_and_value(endpoint: str) -> None:
+    # Act
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(f'[telemetry.tracing]\notlp_endpoint = "{endpoint}"\n', env={})
+    # Assert
+    assert "telemetry.tracing.otlp_endpoint: must look like http://host:port" in str(caught.value)
+    assert endpoint in str(caught.value)
+
+
+def test_load_when_log_component_unknown_then_did_you_mean_with_key_path() -> None:
+    # Act
+    with pytest.raises(ConfigError) as caught:
+        load_config_text('[telemetry]\ncomponent_levels = { pipelin = "debug" }\n', env={})
+    # Assert
+    assert "telemetry.component_levels.pipelin: unknown log component 'pipelin' (did you mean " in (
+        str(caught.value)
+    )

@@ -52,7 +52,6 @@ def test_hash_when_configs_equal_but_keys_written_in_other_order_then_equal() ->
         {"TRADEENGINE__RISK__MAX_POSITIONS": "5"},
         {"TRADEENGINE__AGENTS__0__PARAMS__A": "2"},
         {"TRADEENGINE__AGENTS__0__ENABLED": "false"},
-        {"TRADEENGINE__TELEMETRY__LOG_LEVEL": "debug"},
     ],
 )
 def test_hash_when_one_value_changes_then_hash_changes(env: dict[str, str]) -> None:
@@ -65,6 +64,26 @@ def test_hash_when_one_value_changes_then_hash_changes(env: dict[str, str]) -> N
     # Assert
     assert changed != base
     assert changed.config_hash() != base.config_hash()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TRADEENGINE__TELEMETRY__LOG_LEVEL": "debug"},
+        {"TRADEENGINE__TELEMETRY__METRICS__PORT": "0"},
+        {"TRADEENGINE__TELEMETRY__TRACING__OTLP_ENDPOINT": "http://127.0.0.1:4317"},
+    ],
+)
+def test_hash_when_only_telemetry_changes_then_hash_unchanged(env: dict[str, str]) -> None:
+    # Arrange: telemetry cannot change a decision, so it must not change the decisions' hash
+    base = load_config_text(TEXT, env={})
+
+    # Act
+    changed = load_config_text(TEXT, env=env)
+
+    # Assert
+    assert changed != base
+    assert changed.config_hash() == base.config_hash()
 
 
 def test_hash_when_computed_in_fresh_processes_with_other_hash_seeds_then_identical() -> None:

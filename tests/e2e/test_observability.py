@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -19,8 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import EngineConfig, load_config_text
-from engine.app import Engine, RunOptions, StartupError
+from config import EngineConfig, load_config, load_config_text
+from engine.app import Engine, RunDirError, RunOptions, StartupError
+from engine.telemetry.logging import REDACTED
+from tests.kit.agents import LEAKED_SECRET_ENV
 from tests.kit.config import on_free_port
 from tests.kit.prometheus import (
     GRAFANA_DASHBOARD,
@@ -147,6 +150,8 @@ async def test_run_when_scraped_over_http_then_metrics_pass_promtool_and_cover_t
     # Assert
     assert seen, "no scrape during the run saw a completed step"
     assert 0 < run_steps(texts[-1]) < run_steps(final)  # that scrape was mid-run
+    mid_run = promtool_check_metrics(texts[-1])
+    assert mid_run.returncode == 0, mid_run.stdout + mid_run.stderr
     check = promtool_check_metrics(final)
     assert check.returncode == 0, check.stdout + check.stderr
     exported = {
@@ -315,11 +320,25 @@ async def test_run_when_otlp_collector_unreachable_then_trading_unaffected_and_t
     cfg = cfg.model_copy(
         update={"telemetry": cfg.telemetry.model_copy(update={"tracing": tracing})}
     )
-    reference = _engine(default_config(), tmp_path / "ref", date(2005, 1, 1), date(2005, 6, 30))
+    base = default_config()
+    off = base.model_copy(
+        update={
+            "telemetry": base.telemetry.model_copy(
+                update={
+                    "metrics": base.telemetry.metrics.model_copy(update={"enabled": False}),
+                    "tracing": base.telemetry.tracing.model_copy(update={"enabled": False}),
+                }
+            )
+        }
+    )
+    reference = _engine(off, tmp_path / "ref", date(2005, 1, 1), date(2005, 6, 30))
     engine = _engine(cfg, tmp_path, date(2005, 1, 1), date(2005, 6, 30))
+    threads: list[int] = []
+    engine.health.add_listener(lambda *_: threads.append(threading.get_ident()))
     # Act
     async with reference:
         assert await reference.run()
+    assert reference.telemetry.server is None  # telemetry really off
     async with engine:
         assert await engine.run()
         assert engine.telemetry.tracing is not None
@@ -327,15 +346,64 @@ async def test_run_when_otlp_collector_unreachable_then_trading_unaffected_and_t
             if engine.telemetry.tracing.export_failures:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.1)  # the state change is handed to the loop by the exporter thread
+        for _ in range(50):  # the exporter thread hands the state change to the loop
+            if engine.health.overall()[0].value == "DEGRADED":
+                break
+            await asyncio.sleep(0.1)
         health = {c.name: c for c in engine.health.components()}
     # Assert: the same decisions as without tracing; the exporter's failure is visible
     assert engine.journal is not None
     assert reference.journal is not None
-    # (decisions carry the config hash, which includes the tracing settings)
-    for table in ("orders", "fills", "snapshots"):
+    # (telemetry settings are not part of the config hash the decisions carry)
+    for table in ("decisions", "orders", "fills", "snapshots"):
         assert engine.journal.table_digest(table) == reference.journal.table_digest(table)
-    assert len(engine.journal.decisions()) == len(reference.journal.decisions())
+    assert threads
+    assert set(threads) == {threading.get_ident()}  # health is only touched on the loop thread
     assert health["tracing"].state.value == "DEGRADED"
     assert engine.telemetry.tracing is not None
     assert engine.telemetry.tracing.export_failures >= 1
+
+
+async def test_healthz_when_an_error_echoes_a_secret_then_reason_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: a password from the environment, and an agent whose errors echo it
+    canary = "canary-health-5e1d0c"
+    monkeypatch.setenv(LEAKED_SECRET_ENV, canary)
+    leaky = load_config_text(
+        '[[agents]]\nname = "leaky"\npath = "tests.kit.agents:LeakyAgent"\n', env={}
+    ).agents
+    base = load_config(ROOT / "engine.toml", env={LEAKED_SECRET_ENV: canary})
+    cfg = base.model_copy(update={"agents": [*base.agents, *leaky]})
+    engine = _engine(cfg, tmp_path, date(2005, 1, 1), date(2005, 3, 31))
+    async with engine, httpx.AsyncClient() as client:
+        # Act
+        assert await engine.run()
+        health = (await client.get(_url(engine, "/healthz"))).text
+        ready = (await client.get(_url(engine, "/readyz"))).text
+        metrics = (await client.get(_url(engine, "/metrics"))).text
+    # Assert
+    assert "agent.leaky" in health
+    assert "AUTH failed for password" in health
+    assert REDACTED in health
+    for text in (health, ready, metrics):
+        assert canary not in text
+
+
+async def test_start_when_run_dir_unusable_then_telemetry_released_before_the_error(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the run directory exists and is not empty, which start() refuses
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "old.txt").write_text("x")
+    engine = _engine(default_config(), tmp_path, date(2005, 1, 1), date(2005, 1, 31))
+    # Act
+    with pytest.raises(RunDirError):
+        await engine.start()
+    # Assert: the HTTP port was bound by start() and is free again
+    port = engine.telemetry.port
+    assert port is not None
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
+    await engine.stop()  # idempotent after the failed start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,3 +86,15 @@ class HangingStartAgent(Agent[NoParams]):
 
     async def on_start(self) -> None:
         await asyncio.Event().wait()
+
+
+LEAKED_SECRET_ENV = "TRADEENGINE__FEATURE_STORE__REDIS__PASSWORD"
+
+
+class LeakyAgent(Agent[NoParams]):
+    """Fails on every bar with an error that echoes a credential, as a client library refusing
+    authentication might: the engine must mask it in logs and health reasons."""
+
+    async def on_bar(self, bar: Bar) -> None:
+        secret = os.environ.get(LEAKED_SECRET_ENV, "")
+        raise ConnectionError(f"AUTH failed for password {secret!r} at redis://cache:6379")

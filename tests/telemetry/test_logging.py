@@ -135,9 +135,11 @@ def test_log_when_secret_reaches_a_record_then_every_occurrence_is_redacted() ->
 
 def test_run_when_config_holds_secrets_then_no_log_line_contains_them(tmp_path: Path) -> None:
     # Arrange: a short replay at debug level, secrets in the environment (the only way in)
+    # plus an agent whose errors echo the password, as a client library refusing auth might
     config = tmp_path / "engine.toml"
     config.write_text(
         (ROOT / "engine.toml").read_text().replace('log_level = "info"', 'log_level = "debug"')
+        + '\n[[agents]]\nname = "leaky"\npath = "tests.kit.agents:LeakyAgent"\n'
     )
     env = {
         **os.environ,
@@ -176,6 +178,9 @@ def test_run_when_config_holds_secrets_then_no_log_line_contains_them(tmp_path: 
     assert len(records) >= 3
     assert all("component" in r and "level" in r and "timestamp" in r for r in records)
     assert {"engine", "telemetry"} <= {r["component"] for r in records}
+    leaks = [r for r in records if r.get("agent") == "leaky" and "exception" in r]
+    assert leaks, "the leaky agent's failures must be logged"
+    assert all(REDACTED in str(r["exception"]) for r in leaks)
     for output in (result.stdout, result.stderr):
         assert CANARY_PASSWORD not in output
         assert CANARY_SASL not in output

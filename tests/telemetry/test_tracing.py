@@ -396,7 +396,7 @@ def test_decision_when_no_trade_then_no_span() -> None:
     assert exporter.get_finished_spans() == ()
 
 
-def test_order_when_exit_has_no_selection_then_in_trace_under_synthetic_parent() -> None:
+def test_order_when_exit_starts_its_own_trace_then_intent_is_the_real_root() -> None:
     # Arrange
     tracing, exporter = _in_memory()
     chain = tracing.chain
@@ -415,9 +415,9 @@ def test_order_when_exit_has_no_selection_then_in_trace_under_synthetic_parent()
     assert [span.name for span in spans] == ["intent", "order", "fill", "order"]
     assert {_trace_id(span) for span in spans} == {int(trace_id, 16)}
     intent_span, order_span, fill_span, orphan = spans
-    assert intent_span.parent is not None
-    assert intent_span.parent.span_id == root_span_id(trace_id)
-    assert intent_span.parent.is_remote
+    # no "missing parent" in a trace viewer: the exit's intent is its trace's root
+    assert intent_span.parent is None
+    assert _span_id(intent_span) == root_span_id(trace_id)
     assert _parent_id(order_span) == _span_id(intent_span)
     assert _parent_id(fill_span) == _span_id(order_span)
     assert _parent_id(orphan) == root_span_id(trace_id)
@@ -851,3 +851,43 @@ def test_index_when_more_spans_than_max_then_bounded_and_oldest_evicted() -> Non
     named = {span.name: span for span in last}
     assert _parent_id(named["fill"]) == _span_id(named["order"])
     assert len(exporter.get_finished_spans()) == 8 * len(trace_ids)
+
+
+def test_opportunity_when_agents_share_the_bar_then_parent_is_the_highest_weight_signal() -> None:
+    # Arrange: both agents reacted to the same bar (same trace); "zeta" weighs more
+    tracing, exporter = _in_memory()
+    chain = tracing.chain
+    trace_id = _ids.trace_id()
+    _source(chain, trace_id)
+    chain.signal(_signal(trace_id, "alpha"))
+    chain.signal(_signal(trace_id, "zeta"))
+    light = _contribution("alpha", trace_id).model_copy(update={"weight": 0.2})
+    heavy = _contribution("zeta", trace_id).model_copy(update={"weight": 0.8})
+    # Act
+    chain.opportunity(_opportunity(trace_id, light, heavy))
+    # Assert
+    spans = exporter.get_finished_spans()
+    signals = {_attr(s, "tradeengine.agent"): s for s in spans if s.name == "signal"}
+    (opportunity,) = [s for s in spans if s.name == "opportunity"]
+    assert _parent_id(opportunity) == _span_id(signals["zeta"])
+    assert _attr(opportunity, "tradeengine.agent") == "zeta"
+    assert [link.context.span_id for link in opportunity.links] == [_span_id(signals["alpha"])]
+
+
+def test_opportunity_when_agent_signals_several_symbols_per_event_then_parent_has_its_symbol() -> (
+    None
+):
+    # Arrange: one agent, one event, two symbols (e.g. a macro event moving many stocks)
+    tracing, exporter = _in_memory()
+    chain = tracing.chain
+    trace_id = _ids.trace_id()
+    _source(chain, trace_id)
+    chain.signal(_signal(trace_id, "macro", symbol="AAPL"))
+    chain.signal(_signal(trace_id, "macro", symbol="MSFT"))
+    # Act
+    chain.opportunity(_opportunity(trace_id, _contribution("macro", trace_id), symbol="AAPL"))
+    # Assert
+    spans = exporter.get_finished_spans()
+    signals = {_attr(s, "tradeengine.symbol"): s for s in spans if s.name == "signal"}
+    (opportunity,) = [s for s in spans if s.name == "opportunity"]
+    assert _parent_id(opportunity) == _span_id(signals["AAPL"])
