@@ -75,13 +75,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _variant(base: EngineConfig, name: str, collector_port: int) -> EngineConfig:
+def _variant(
+    base: EngineConfig, name: str, collector_port: int, sdk_ratio: float = 1.0
+) -> EngineConfig:
     telemetry = base.telemetry
     metrics = telemetry.metrics.model_copy(update={"port": 0, "enabled": name != "off"})
     tracing = telemetry.tracing.model_copy(
         update={
             "enabled": name != "off",
-            "sampling_ratio": 1.0,
+            "sampling_ratio": sdk_ratio if name == "sdk" else 1.0,
             "otlp_endpoint": f"http://127.0.0.1:{collector_port}" if name == "sdk" else None,
             "otlp_protocol": "http/protobuf",
         }
@@ -189,6 +191,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="ABBA off/on pairs")
     parser.add_argument("--sdk-runs", type=int, default=1)
+    parser.add_argument("--sdk-ratio", type=float, default=1.0, help="sampling ratio of sdk")
     parser.add_argument("--start", type=date.fromisoformat, default=None)
     parser.add_argument("--end", type=date.fromisoformat, default=None)
     args = parser.parse_args()
@@ -217,7 +220,8 @@ async def main() -> None:
             ratios.append(pair["on"]["replay_s"] / pair["off"]["replay_s"])
             cpu_ratios.append(pair["on"]["replay_cpu_s"] / pair["off"]["replay_cpu_s"])
         for _ in range(args.sdk_runs):
-            runs["sdk"].append(await _run(_variant(base, "sdk", port), args.start, args.end))
+            sdk = _variant(base, "sdk", port, args.sdk_ratio)
+            runs["sdk"].append(await _run(sdk, args.start, args.end))
     finally:
         collector.terminate()
         collector.wait(timeout=10)
@@ -239,6 +243,7 @@ async def main() -> None:
         "same_fills_in_every_run": len(digests) == 1,
     }
     if runs["sdk"]:
+        result["sdk_sampling_ratio"] = args.sdk_ratio
         result["overhead_sdk_vs_off_median"] = round(median["sdk"] / median["off"] - 1, 4)
         result["sdk_wall_incl_span_flush_s"] = median_wall["sdk"]
     result["runs"] = runs

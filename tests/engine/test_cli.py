@@ -201,3 +201,22 @@ def test_run_when_signalled_then_agents_started_and_clean_shutdown(
     assert "shutdown requested" in events
     assert events[-1] == "engine stopped"
     assert "Traceback" not in rest
+
+
+def test_run_when_telemetry_settings_bad_then_every_problem_listed_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    # Arrange: an unknown log level, an unknown log component, an OTLP endpoint without scheme
+    path = tmp_path / "engine.toml"
+    path.write_text(
+        '[telemetry]\nlog_level = "verbose"\ncomponent_levels = { pipelin = "debug" }\n'
+        '[telemetry.tracing]\notlp_endpoint = "collector:4317"\n'
+    )
+    # Act
+    result = _cli("run", "--config", str(path), "--paper")
+    # Assert
+    assert result.returncode == 2
+    assert f"{path}:2: telemetry.log_level:" in result.stderr
+    assert "telemetry.component_levels.pipelin: unknown log component" in result.stderr
+    assert f"{path}:5: telemetry.tracing.otlp_endpoint: must look like http" in result.stderr
+    assert "Traceback" not in result.stderr
