@@ -693,6 +693,11 @@ class DriftConfig(ConfigModel):
     """Recent values compared with the reference distribution."""
     psi_threshold: float = Field(default=0.2, gt=0)
     ks_threshold: float = Field(default=0.1, gt=0, lt=1)
+    interval_s: float = Field(default=30.0, gt=0)
+    """How often drift is evaluated (off the hot path, in its own task)."""
+    sample_every: int = Field(default=10, ge=1)
+    """Observe one write in N per feature set: distributions need samples, not every value,
+    and this keeps drift tracking off the per-event cost of agents' writes."""
 
 
 class FeatureStoreConfig(ConfigModel):
@@ -703,6 +708,9 @@ class FeatureStoreConfig(ConfigModel):
     """Key prefix, so several engines can share one Redis."""
     default_ttl_s: float | None = Field(default=None, gt=0)
     """TTL of feature values that do not set one; unset = no expiry."""
+    max_buffered_writes: int = Field(default=100_000, ge=1)
+    """Writes held while the backend is unreachable; beyond it the oldest are dropped (counted,
+    logged)."""
     redis: RedisConfig = Field(default_factory=RedisConfig)
     near_cache: NearCacheConfig = Field(default_factory=NearCacheConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

@@ -38,6 +38,7 @@ from contracts import (
     topics,
 )
 from engine.clock import Clock
+from engine.features.store import FeatureStore
 from engine.telemetry.logging import Logger
 
 
@@ -61,6 +62,8 @@ class AgentContext:
     clock: Clock
     log: Logger
     ids: IdGenerator
+    features: FeatureStore | None = None
+    """The engine's shared feature store (None only for agents built outside an engine)."""
 
 
 class Agent(Generic[P]):
@@ -110,6 +113,20 @@ class Agent(Generic[P]):
     @property
     def log(self) -> Logger:
         return self._log
+
+    @property
+    def features(self) -> FeatureStore:
+        """The feature store every agent and stage shares: ``await self.features.put(SET,
+        symbol, {...}, ts=bar.ts_event)`` to publish an indicator, ``get``/``get_many`` to read.
+        Writes are write-behind (they return before the backend has them); see
+        `engine.features.store`."""
+        store = self._context.features
+        if store is None:
+            raise RuntimeError(
+                f"agent {self._name}: no feature store in this context (build the agent with "
+                "engine.testing.AgentHarness or inside an Engine)"
+            )
+        return store
 
     def subscriptions(self) -> Sequence[str]:
         """Topic patterns this agent consumes; by default, those its overridden hooks handle."""

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +35,10 @@ from engine.execution.costs import costs_from_config
 from engine.execution.journal import Journal
 from engine.execution.paper import PaperBroker
 from engine.execution.portfolio import Portfolio
+from engine.features.drift import DriftMonitor
+from engine.features.market import MARKET
+from engine.features.schema import FeatureSet
+from engine.features.store import FeatureStore, MemoryFeatureStore
 from engine.lifecycle import AsyncService
 from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
 from engine.pipeline import TradingPipeline
@@ -53,6 +57,7 @@ from engine.telemetry.runtime import Telemetry, TelemetrySetupError
 # A replay clock starts here and is moved to the first event's time by the replay source.
 REPLAY_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MODEL_VERSION_PREFIX = "tradeengine-v0"
+FEATURE_STORE_COMPONENT = "feature_store"
 
 _AGENT_HEALTH = {
     AgentState.STARTING: ComponentState.STARTING,
@@ -67,11 +72,29 @@ _STOPPED_WITH = {
     "blender": ("blender",),
     "pipeline": ("pipeline", "risk", "venue"),
     "journal": ("journal",),
+    "feature_store": (FEATURE_STORE_COMPONENT,),
 }
 """Health components that stop with each engine component (agents report their own)."""
 
 _FAULT_COMPONENT = {"risk": "risk", "execution": "venue", "journal": "journal"}
 """Which health component a pipeline fault in each phase belongs to (else the pipeline)."""
+
+
+def _sampled(
+    observe: Callable[[FeatureSet, Mapping[str, Any]], None], every: int
+) -> Callable[[FeatureSet, Mapping[str, Any]], None]:
+    """`observe` called for one write in `every` per feature set (deterministic, no RNG)."""
+    if every == 1:
+        return observe
+    counts: dict[str, int] = {}
+
+    def sampled(fs: FeatureSet, values: Mapping[str, Any]) -> None:
+        n = counts.get(fs.ref, 0)
+        counts[fs.ref] = n + 1
+        if n % every == 0:
+            observe(fs, values)
+
+    return sampled
 
 
 def _package_version() -> str:
@@ -154,6 +177,9 @@ class Engine(AsyncService):
         self._sources: list[LoadedSource] = []
         self._prepared = False
         self._stopped = False
+        self.features: FeatureStore | None = None
+        self.drift: DriftMonitor | None = None
+        self._drift_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._started_at = 0.0
         self.steps_total: int | None = None
@@ -169,7 +195,12 @@ class Engine(AsyncService):
         return IdGenerator(derived)
 
     def _context_for(self, name: str) -> AgentContext:
-        return AgentContext(clock=self.clock, log=get_logger("agent"), ids=self.ids_for(name))
+        return AgentContext(
+            clock=self.clock,
+            log=get_logger("agent"),
+            ids=self.ids_for(name),
+            features=self.features,
+        )
 
     # -- phase 1: validate everything, write nothing --------------------------------------------
 
@@ -262,6 +293,7 @@ class Engine(AsyncService):
         metrics = self.telemetry.metrics
         metrics.sources.bus = self.bus
         metrics.sources.account_currency = cfg.execution.account_currency
+        await self._start_feature_store()
         if self._sources:
             for name in ("replay", "journal", "pipeline", "risk", "venue", "blender"):
                 if name == "journal" and not cfg.execution.journal.enabled:
@@ -315,6 +347,69 @@ class Engine(AsyncService):
             config_hash=self.config_hash,
         )
 
+    async def _start_feature_store(self) -> None:
+        """The one feature-store client of this engine (agents, pipeline, selector, risk)."""
+        cfg = self.config.feature_store
+        self.health.register(FEATURE_STORE_COMPONENT, critical=False)
+        on_state = self._on_feature_store_state
+        store: FeatureStore
+        if cfg.backend == "redis":
+            from engine.features.redis_store import (
+                FeatureStoreUnavailableError,
+                RedisFeatureStore,
+            )
+
+            store = RedisFeatureStore(
+                namespace=cfg.namespace,
+                config=cfg.redis,
+                near_cache=cfg.near_cache,
+                max_buffered_writes=cfg.max_buffered_writes,
+                on_state=on_state,
+                default_ttl_s=cfg.default_ttl_s,
+            )
+        else:
+            store = MemoryFeatureStore(
+                namespace=cfg.namespace,
+                max_buffered_writes=cfg.max_buffered_writes,
+                on_state=on_state,
+                default_ttl_s=cfg.default_ttl_s,
+            )
+        metrics = self.telemetry.metrics
+        if self.config.telemetry.metrics.enabled:
+            store.read_latency = metrics.feature_read.labels(cfg.backend).observe
+            store.write_latency = metrics.feature_write.labels(cfg.backend).observe
+        try:
+            await store.start()
+        except Exception as exc:
+            if cfg.backend == "redis" and isinstance(exc, FeatureStoreUnavailableError):
+                raise StartupError([f"feature_store.redis: {exc}"]) from exc
+            raise
+        self.features = store
+        metrics.sources.features = store
+        if store.state == "RUNNING":
+            self.health.set(FEATURE_STORE_COMPONENT, ComponentState.RUNNING, cfg.backend)
+        await store.register(MARKET)
+        if cfg.drift.enabled:
+            self.drift = DriftMonitor(
+                window=cfg.drift.window,
+                psi_threshold=cfg.drift.psi_threshold,
+                ks_threshold=cfg.drift.ks_threshold,
+                log=get_logger("engine").bind(subsystem="drift"),
+                min_samples=min(50, cfg.drift.window),
+            )
+            store.write_observer = _sampled(self.drift.observe, cfg.drift.sample_every)
+            metrics.sources.drift = self.drift
+            self._drift_task = asyncio.create_task(
+                self.drift.run(cfg.drift.interval_s), name="feature-drift"
+            )
+
+    def _on_feature_store_state(self, state: str, reason: str) -> None:
+        self.health.set(
+            FEATURE_STORE_COMPONENT,
+            ComponentState.DEGRADED if state == "DEGRADED" else ComponentState.RUNNING,
+            reason,
+        )
+
     def _build_trading_path(self) -> None:
         cfg = self.config
         currency = next(
@@ -358,7 +453,7 @@ class Engine(AsyncService):
             stage_latency=(
                 {
                     s: self.telemetry.metrics.stage.labels(s)
-                    for s in ("execution", "risk", "select", "pipeline_step")
+                    for s in ("execution", "risk", "select", "pipeline_step", "features")
                 }
                 if cfg.telemetry.metrics.enabled
                 else None
@@ -366,6 +461,7 @@ class Engine(AsyncService):
             chain=self.telemetry.chain,
             on_watermark=self._on_pipeline_watermark,
             on_fault=self._on_pipeline_fault,
+            features=self.features,
         )
         self.blender = BlenderStage(
             bus=self.bus,
@@ -508,6 +604,7 @@ class Engine(AsyncService):
             ("blender", self.blender),
             ("pipeline", self.pipeline),
             ("journal", self.journal),
+            ("feature_store", self.features),
             ("telemetry", self.telemetry),
         ):
             if component is None:
@@ -519,6 +616,10 @@ class Engine(AsyncService):
                 continue
             for health_name in _STOPPED_WITH.get(name, ()):
                 self._mark_stopped(health_name)
+        if self._drift_task is not None:
+            self._drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drift_task
         self.log.info("engine stopped")
 
     def _mark_stopped(self, name: str) -> None:

@@ -81,6 +81,20 @@ def _build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path)
     cfg_commands.add_parser("schema", help="print the JSON Schema of engine.toml")
 
+    features = commands.add_parser("features", help="inspect and manage the feature store")
+    f_commands = features.add_subparsers(
+        dest="features_command", metavar="SUBCOMMAND", required=True
+    )
+    f_ls = f_commands.add_parser("ls", help="feature sets, versions, sizes and ages")
+    f_describe = f_commands.add_parser("describe", help="one feature set's declaration (JSON)")
+    f_describe.add_argument("name")
+    f_describe.add_argument("--version", type=int, default=None, help="default: the active one")
+    f_promote = f_commands.add_parser("promote", help="make a version the active one")
+    f_promote.add_argument("name")
+    f_promote.add_argument("version", type=int)
+    for sub in (f_ls, f_describe, f_promote):
+        sub.add_argument("--config", "-c", type=Path, default=Path("engine.toml"))
+
     contracts = commands.add_parser("contracts", help="message contract tools")
     c_commands = contracts.add_subparsers(
         dest="contracts_command", metavar="SUBCOMMAND", required=True
@@ -246,6 +260,54 @@ async def _run_engine(engine: Engine) -> int:
             loop.remove_signal_handler(sig)
 
 
+async def _cmd_features(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from engine.features.admin import build_store, describe, dumps, format_ls
+    from engine.features.store import UnknownFeatureSetError
+
+    cfg = _load_config_or_report(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    store = build_store(cfg.feature_store)
+    if store.backend == "memory":
+        print(
+            "feature_store.backend is 'memory': features live inside one engine process and "
+            "nothing is stored between runs; configure backend = 'redis' to inspect them",
+            file=sys.stderr,
+        )
+    try:
+        await store.start()
+    except Exception as exc:
+        print(f"tradeengine: cannot reach the feature store: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.features_command == "promote":
+            try:
+                await store.promote(args.name, args.version)
+            except UnknownFeatureSetError as exc:
+                print(f"tradeengine: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"{args.name}: active version is now {args.version}")
+            return EXIT_OK
+        infos = await store.list_sets()
+        if args.features_command == "ls":
+            print(format_ls(infos, datetime.now(UTC)))
+            return EXIT_OK
+        found = describe(infos, args.name, args.version)
+        if found is None:
+            version = f" version {args.version}" if args.version is not None else ""
+            print(
+                f"tradeengine: feature set {args.name!r}{version} is not registered",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        print(dumps(found))
+        return EXIT_OK
+    finally:
+        await store.stop()
+
+
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (an optional dependency on some platforms)."""
     try:
@@ -264,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_config_validate(args.path)
         print(json.dumps(config_json_schema(), indent=2, sort_keys=True))
         return EXIT_OK
+    if args.command == "features":
+        return _run_loop(_cmd_features(args))
     if args.command == "contracts":
         return _cmd_contracts_schema(args.dir, args.check)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse enforces the set

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import numpy as np
 
 from contracts import (
     Bar,
@@ -45,9 +47,11 @@ from engine.execution.journal import Journal
 from engine.execution.model import PortfolioSnapshot
 from engine.execution.paper import PaperBroker
 from engine.execution.portfolio import Portfolio
+from engine.features.market import MARKET, realized_vols
+from engine.features.store import FeatureStore, Row
 from engine.lifecycle import AsyncService
 from engine.stages.risk import RiskStage
-from engine.stages.selector import ReturnHistory, SelectionPolicy
+from engine.stages.selector import ReturnHistory, ReturnsView, SelectionPolicy, StoredReturns
 from engine.telemetry.logging import Logger
 from engine.telemetry.observe import LatencyObserver
 from engine.telemetry.tracing import ChainTracer
@@ -71,6 +75,10 @@ class PipelineStats:
     fx_updates: int = 0
     denial_reasons: dict[str, int] = field(default_factory=dict)
     intents_by_effect: dict[str, int] = field(default_factory=dict)
+
+
+FEATURE_FLUSH_TIMEOUT_S = 2.0
+"""How long a step waits for the feature store to confirm its writes before trading on."""
 
 
 class TradingPipeline(AsyncService):
@@ -97,6 +105,7 @@ class TradingPipeline(AsyncService):
         chain: ChainTracer | None = None,
         on_watermark: Callable[[datetime], None] | None = None,
         on_fault: Callable[[str, BaseException], None] | None = None,
+        features: FeatureStore | None = None,
     ) -> None:
         self._bus = bus
         self._clock = clock
@@ -121,13 +130,17 @@ class TradingPipeline(AsyncService):
         self._progress = asyncio.Condition()
         self._failure: BaseException | None = None
         self._latency = (
-            tuple(stage_latency[s] for s in ("execution", "risk", "select", "pipeline_step"))
+            tuple(
+                stage_latency[s]
+                for s in ("execution", "risk", "select", "pipeline_step", "features")
+            )
             if stage_latency is not None
             else None
         )
         self._chain = chain if chain is not None and chain.recording else None
         self._on_watermark = on_watermark
         self._on_fault = on_fault
+        self._features = features
         self.phase = "idle"
         """The part of a step running now (execution, risk, select, journal); names a fault."""
         self.stats = PipelineStats()
@@ -235,6 +248,43 @@ class TradingPipeline(AsyncService):
         async with self._progress:
             self._progress.notify_all()
 
+    async def _exchange_market_features(
+        self, step: datetime, ranked: Sequence[Opportunity]
+    ) -> dict[str, Row]:
+        """Write this step's market features for every symbol seen, then read back, in one
+        batched read, those of the candidates and the open positions (see features.market)."""
+        store = self._features
+        assert store is not None
+        history = self._history
+        symbols = history.symbols()
+        trailing, _ = history.matrix(symbols)
+        vols = realized_vols(trailing)
+        rows: dict[str, dict[str, object]] = {
+            symbol: {
+                "close": history.last_close(symbol),
+                "returns": trailing[i],
+                "vol_20d": float(vols[i]),
+            }
+            for i, symbol in enumerate(symbols)
+        }
+        if rows:
+            await store.put_many(MARKET, rows, ts=step)
+            if store.state == "RUNNING":
+                # Read-your-writes through the server. While the store is degraded the writes
+                # stay buffered and reads fall back to what the near cache holds: keep trading.
+                try:
+                    await store.flush(timeout_s=FEATURE_FLUSH_TIMEOUT_S)
+                except TimeoutError:
+                    self._log.warning(
+                        "feature store did not confirm this step's writes; trading on",
+                        step=step.isoformat(),
+                        buffered=store.buffered_writes,
+                    )
+        wanted = sorted({o.symbol for o in ranked} | set(self._portfolio.positions))
+        if not wanted:
+            return {}
+        return await store.get_many(MARKET, wanted, ("returns", "vol_20d"))
+
     def _apply_fx(self, step: datetime) -> None:
         """Move the shared FX converter to the latest rate known at `step` (before fills)."""
         assert self._fx is not None
@@ -267,13 +317,28 @@ class TradingPipeline(AsyncService):
             self._history.update({b.symbol: b.close for b in bars})
 
         t_exec = mono() if latency is not None else 0.0
+        ranked = sorted(opportunities, key=lambda o: o.symbol)
+        returns: ReturnsView = self._history
+        market: Mapping[str, Row] | None = None
+        if self._features is not None:
+            self.phase = "features"
+            market = await self._exchange_market_features(step, ranked)
+            returns = StoredReturns(
+                {
+                    s: row["returns"].value
+                    for s, row in market.items()
+                    if "returns" in row and isinstance(row["returns"].value, np.ndarray)
+                },
+                lookback=self._history.lookback,
+                min_overlap=self._history.min_overlap,
+            )
+        t_features = mono() if latency is not None else 0.0
         self.phase = "risk"
         decisions: list[DecisionLog] = list(self._risk.exits(step, now, self._portfolio))
         stats.exits += len(decisions)
         t_exits = mono() if latency is not None else 0.0
         self.phase = "select"
-        ranked = sorted(opportunities, key=lambda o: o.symbol)
-        slate = self._selector.select(ranked, self._history)
+        slate = self._selector.select(ranked, returns)
         stats.selected += len(slate)
         if chain is not None:
             rank = {id(o): i for i, o in enumerate(slate)}
@@ -281,7 +346,7 @@ class TradingPipeline(AsyncService):
                 chain.selection(opp, selected=id(opp) in rank, rank=rank.get(id(opp)), score=None)
         t_select = mono() if latency is not None else 0.0
         self.phase = "risk"
-        decisions.extend(self._risk.decide(step, now, slate, self._portfolio))
+        decisions.extend(self._risk.decide(step, now, slate, self._portfolio, market=market))
         t_decide = mono() if latency is not None else 0.0
         self.phase = "execution"
         for decision in decisions:
@@ -329,8 +394,9 @@ class TradingPipeline(AsyncService):
             await self._bus.publish_batch(out)
         self.phase = "idle"
         if latency is not None:
-            execution, risk, select, whole = latency
+            execution, risk, select, whole, features = latency
             execution.observe((t_exec - t_start) + (t_done - t_decide))
-            risk.observe((t_exits - t_exec) + (t_decide - t_select))
+            features.observe(t_features - t_exec)
+            risk.observe((t_exits - t_features) + (t_decide - t_select))
             select.observe(t_select - t_exits)
             whole.observe(mono() - t_start)

@@ -37,6 +37,7 @@ from contracts import (
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
+from engine.features.store import MemoryFeatureStore
 from engine.lifecycle import AsyncService
 from engine.supervisor import AgentRunner, AgentStats, AgentSupervisor, SupervisionPolicy
 from engine.telemetry.logging import get_logger
@@ -94,8 +95,14 @@ class AgentHarness(AsyncService):
         self.clock = ReplayClock(start)
         self.ids = IdGenerator(seed)
         self.bus = MessageBus(default_capacity=1024)
+        self.features = MemoryFeatureStore(namespace="test")
+        """The harness' feature store: assert on what the agent wrote with ``get``."""
         self.agent = agent_cls(
-            name, parsed, AgentContext(clock=self.clock, log=get_logger("agent"), ids=self.ids)
+            name,
+            parsed,
+            AgentContext(
+                clock=self.clock, log=get_logger("agent"), ids=self.ids, features=self.features
+            ),
         )
         self.runner = AgentRunner(
             self.agent,

@@ -36,8 +36,20 @@ from pydantic import Field, model_validator
 from contracts import Bar, Horizon
 from engine.agent import Agent
 from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.features import FeatureField, FeatureSet, FieldType
 
 _HORIZON = Horizon.M1
+
+TSMOM_FEATURES = FeatureSet(
+    name="tsmom",
+    version=1,
+    description="Time-series momentum agent's indicators, per symbol",
+    fields=(
+        FeatureField("score", FieldType.FLOAT, description="12-1 momentum in units of its risk"),
+        FeatureField("vol_daily", FieldType.FLOAT, description="EW daily volatility"),
+    ),
+)
+"""What this agent publishes to the feature store for other agents, stages and dashboards."""
 
 
 class TimeSeriesMomentumParams(CalibratedAgentParams):
@@ -60,6 +72,7 @@ class TimeSeriesMomentumAgent(Agent[TimeSeriesMomentumParams]):
         self._calibrator = p.calibrator(int(_HORIZON.trading_days))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
         self._window_sqrt = math.sqrt(p.lookback - p.skip)
+        await self.features.register(TSMOM_FEATURES)
 
     async def on_bar(self, bar: Bar) -> None:
         p = self.params
@@ -78,6 +91,9 @@ class TimeSeriesMomentumAgent(Agent[TimeSeriesMomentumParams]):
             mom = closes.simple_return(p.lookback, p.skip)
             if mom is not None:
                 x = mom / (vol * self._window_sqrt)
+                await self.features.put(
+                    TSMOM_FEATURES, bar.symbol, {"score": x, "vol_daily": vol}, ts=bar.ts_event
+                )
         est = self._calibrator.update(bar.symbol, x, close, scale=scale)
         if est is None or x is None or vol is None:
             return

@@ -37,8 +37,20 @@ from pydantic import Field
 from contracts import Bar, Horizon
 from engine.agent import Agent
 from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.features import FeatureField, FeatureSet, FieldType
 
 _HORIZON = Horizon.W1
+
+REVERSAL_FEATURES = FeatureSet(
+    name="reversal",
+    version=1,
+    description="Short-term reversal agent's indicators, per symbol",
+    fields=(
+        FeatureField("score", FieldType.FLOAT, description="1-week return in units of its risk"),
+        FeatureField("vol_daily", FieldType.FLOAT, description="EW daily volatility"),
+    ),
+)
+"""What this agent publishes to the feature store for other agents, stages and dashboards."""
 
 
 class ShortTermReversalParams(CalibratedAgentParams):
@@ -55,6 +67,7 @@ class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
         self._calibrator = p.calibrator(int(_HORIZON.trading_days))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
         self._window_sqrt = math.sqrt(p.lookback)
+        await self.features.register(REVERSAL_FEATURES)
 
     async def on_bar(self, bar: Bar) -> None:
         p = self.params
@@ -73,6 +86,9 @@ class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
             past = closes.simple_return(p.lookback)
             if past is not None:
                 x = past / (vol * self._window_sqrt)
+                await self.features.put(
+                    REVERSAL_FEATURES, bar.symbol, {"score": x, "vol_daily": vol}, ts=bar.ts_event
+                )
         est = self._calibrator.update(bar.symbol, x, close, scale=scale)
         if est is None or x is None or vol is None:
             return

@@ -52,10 +52,20 @@ from pydantic import Field
 from contracts import Bar, Horizon, MacroObservation
 from engine.agent import Agent
 from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.features import FeatureField, FeatureSet, FieldType
 
 _HORIZON = Horizon.M1
 _PP = 100.0  # decimal yield -> percentage points
 _FEATURES = ("slope_10y_2y", "slope_10y_3m", "d21_slope_10y_2y", "d21_slope_10y_3m")
+
+CURVE_ENTITY = "UST"
+YIELD_CURVE_FEATURES = FeatureSet(
+    name="yield_curve",
+    version=1,
+    description="US Treasury curve slopes and their 21-step changes, once per step",
+    fields=tuple(FeatureField(name, FieldType.FLOAT) for name in _FEATURES),
+)
+"""What this agent publishes to the feature store (entity ``UST``), once per step."""
 
 
 class YieldCurveParams(CalibratedAgentParams):
@@ -83,6 +93,7 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
         self._slopes: deque[tuple[float, float] | None] = deque(maxlen=p.change_window + 1)
         self._features: tuple[float, float, float, float] | None = None
         self._fresh = False
+        await self.features.register(YIELD_CURVE_FEATURES)
         self._states: dict[str, SymbolPriceState] = {}
         self._calibrator = p.calibrator(int(_HORIZON.trading_days), n_features=len(_FEATURES))
         self._h_sqrt = math.sqrt(_HORIZON.trading_days)
@@ -95,6 +106,13 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
         p = self.params
         if bar.ts_event != self._step_ts:
             self._roll_step(bar.ts_event)
+            if self._features is not None:
+                await self.features.put(
+                    YIELD_CURVE_FEATURES,
+                    CURVE_ENTITY,
+                    dict(zip(_FEATURES, self._features, strict=True)),
+                    ts=bar.ts_event,
+                )
         state = self._states.get(bar.symbol)
         if state is None:
             state = self._states[bar.symbol] = SymbolPriceState(p)

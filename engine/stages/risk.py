@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -71,6 +71,7 @@ from contracts import (
 from contracts.base import JsonScalar
 from engine.execution.costs import FeeModel, FxConverter
 from engine.execution.model import PortfolioView, Position
+from engine.features.store import Row
 
 __all__ = [
     "CLOSE_ORDER_TTL",
@@ -233,7 +234,10 @@ class RiskStage:
         now: datetime,
         selected: Sequence[Opportunity],
         portfolio: PortfolioView,
+        market: Mapping[str, Row] | None = None,
     ) -> list[DecisionLog]:
+        """Decide on each selected opportunity. `market`: the step's market features read from
+        the feature store (realised volatility is recorded as a decision input, for audit)."""
         equity = float(portfolio.equity())
         peak = max(float(portfolio.peak_equity), equity)
         cash = float(portfolio.cash)
@@ -280,6 +284,13 @@ class RiskStage:
                 "cash_available": _num(cash_left),
                 "approved_before": approved,
             }
+            if market is not None:
+                vol = market.get(opp.symbol, {}).get("vol_20d")
+                inputs["realized_vol_20d"] = (
+                    _num(float(vol.value))
+                    if vol is not None and isinstance(vol.value, float) and vol.value == vol.value
+                    else None
+                )
             reason, detail = self._gate(opp, state, held, approved, portfolio)
             if reason is not None:
                 decisions.append(self._deny(opp, reason, detail, inputs, step=step, now=now))

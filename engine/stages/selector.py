@@ -111,11 +111,19 @@ class ReturnHistory:
             series.last_close = close
             series.last_step = t
 
+    def last_close(self, symbol: str) -> float:
+        """The symbol's latest valid close (KeyError if it never had one)."""
+        return self._series[symbol].last_close
+
     def returns(self, symbol: str) -> FloatArray:
         """The symbol's returns in the window, oldest first, NaN where it has none."""
         values, _ = self._matrix([symbol])
         row: FloatArray = values[0]
         return row
+
+    def matrix(self, symbols: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """K x lookback returns (columns oldest -> newest, NaN where none) and validity."""
+        return self._matrix(symbols)
 
     def _matrix(self, symbols: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """K x lookback returns (columns oldest -> newest) and the validity mask."""
@@ -140,28 +148,59 @@ class ReturnHistory:
 
     def correlation(self, symbols: Sequence[str]) -> FloatArray:
         """K x K pairwise-complete correlations; unknown pairs are 1.0 (see module doc)."""
-        k = len(symbols)
-        if k == 0:
-            return np.zeros((0, 0), dtype=np.float64)
         values, mask = self._matrix(symbols)
-        m = mask.astype(np.float64)
-        x = np.where(mask, values, 0.0)
-        # Sums over the common observations of each pair (i, j).
-        n = m @ m.T
-        sx = x @ m.T  # sum of x_i where both i and j have a value
-        sxx = (x * x) @ m.T
-        sxy = x @ x.T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cov = sxy - sx * sx.T / n
-            var_i = sxx - sx * sx / n
-            corr = cov / np.sqrt(var_i * var_i.T)
-        # A (numerically) constant series over the overlap has no defined correlation.
-        flat = (var_i <= 1e-12 * sxx) | (var_i <= 0.0)
-        unknown = (n < self.min_overlap) | ~np.isfinite(corr) | flat | flat.T
-        corr = np.where(unknown, 1.0, np.clip(corr, -1.0, 1.0))
-        np.fill_diagonal(corr, 1.0)
-        result: FloatArray = corr.astype(np.float64)
-        return result
+        return pairwise_correlation(values, mask, self.min_overlap)
+
+
+class StoredReturns:
+    """Trailing returns read back from the feature store (one row per symbol, NaN = none);
+    the view the selection policies correlate over."""
+
+    def __init__(self, returns: Mapping[str, FloatArray], *, lookback: int, min_overlap: int):
+        self._returns = returns
+        self.lookback = lookback
+        self.min_overlap = min_overlap
+
+    def correlation(self, symbols: Sequence[str]) -> FloatArray:
+        k, n = len(symbols), self.lookback
+        values = np.full((k, n), np.nan, dtype=np.float64)
+        for i, symbol in enumerate(symbols):
+            row = self._returns.get(symbol)
+            if row is not None:
+                values[i, n - min(n, row.size) :] = row[-n:]
+        return pairwise_correlation(values, ~np.isnan(values), self.min_overlap)
+
+
+class ReturnsView(Protocol):
+    def correlation(self, symbols: Sequence[str]) -> FloatArray: ...
+
+
+def pairwise_correlation(
+    values: FloatArray, mask: npt.NDArray[np.bool_], min_overlap: int
+) -> FloatArray:
+    """K x K pairwise-complete correlations of the rows of `values` where `mask` holds; pairs
+    with fewer than `min_overlap` common observations (or a constant series) are 1.0."""
+    k = values.shape[0]
+    if k == 0:
+        return np.zeros((0, 0), dtype=np.float64)
+    m = mask.astype(np.float64)
+    x = np.where(mask, values, 0.0)
+    # Sums over the common observations of each pair (i, j).
+    n = m @ m.T
+    sx = x @ m.T  # sum of x_i where both i and j have a value
+    sxx = (x * x) @ m.T
+    sxy = x @ x.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = sxy - sx * sx.T / n
+        var_i = sxx - sx * sx / n
+        corr = cov / np.sqrt(var_i * var_i.T)
+    # A (numerically) constant series over the overlap has no defined correlation.
+    flat = (var_i <= 1e-12 * sxx) | (var_i <= 0.0)
+    unknown = (n < min_overlap) | ~np.isfinite(corr) | flat | flat.T
+    corr = np.where(unknown, 1.0, np.clip(corr, -1.0, 1.0))
+    np.fill_diagonal(corr, 1.0)
+    result: FloatArray = corr.astype(np.float64)
+    return result
 
 
 def opportunity_score(opp: Opportunity, allow_short: bool) -> float:
@@ -174,7 +213,7 @@ class SelectionPolicy(Protocol):
     name: str
 
     def select(
-        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+        self, opportunities: Sequence[Opportunity], history: ReturnsView
     ) -> list[Opportunity]:
         """The chosen opportunities, in the order chosen (most wanted first)."""
         ...
@@ -189,7 +228,7 @@ class AllSelector:
         self.allow_short = allow_short
 
     def select(
-        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+        self, opportunities: Sequence[Opportunity], history: ReturnsView
     ) -> list[Opportunity]:
         scored = [(opportunity_score(o, self.allow_short), o) for o in opportunities]
         chosen = [(s, o) for s, o in scored if s > 0.0]
@@ -227,7 +266,7 @@ class PenaltySelector:
         self.form = form
 
     def select(
-        self, opportunities: Sequence[Opportunity], history: ReturnHistory
+        self, opportunities: Sequence[Opportunity], history: ReturnsView
     ) -> list[Opportunity]:
         cands = sorted(
             (o for o in opportunities if opportunity_score(o, self.allow_short) > 0.0),

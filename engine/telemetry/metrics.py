@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from engine.execution.journal import Journal
     from engine.execution.model import PortfolioSnapshot
     from engine.execution.paper import PaperBroker
+    from engine.features.drift import DriftMonitor
+    from engine.features.store import FeatureStore
     from engine.pipeline import TradingPipeline
     from engine.stages.blender import BlenderStage
     from engine.supervisor import AgentSupervisor
@@ -79,7 +81,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 """Upper bounds (seconds) of the latency histograms; +Inf is implied."""
 
-STAGES = ("blender", "select", "risk", "execution", "pipeline_step")
+STAGES = ("blender", "features", "select", "risk", "execution", "pipeline_step")
 """Values of the ``stage`` label of ``tradeengine_stage_duration_seconds``."""
 
 
@@ -149,6 +151,8 @@ class MetricSources:
     journal: Journal | None = None
     health: HealthRegistry | None = None
     tracing: Tracing | None = None
+    features: FeatureStore | None = None
+    drift: DriftMonitor | None = None
     account_currency: str = "EUR"
     replay_steps: Callable[[], int] | None = None
 
@@ -227,8 +231,78 @@ class EngineCollector(Collector):
                 "Span export batches that failed (collector unreachable or rejecting).",
                 value=src.tracing.export_failures,
             )
+        if src.features is not None:
+            yield from self._features(src.features)
+        if src.drift is not None:
+            yield from self._drift(src.drift)
         for family in self._histograms:
             yield family.collect()
+
+    def _features(self, store: FeatureStore) -> Iterator[Metric]:
+        stats = store.stats
+        backend = [store.backend]
+        for name, doc, value in (
+            ("reads", "get/get_many calls.", stats.reads),
+            ("entities_read", "Entities requested by reads.", stats.entities_read),
+            ("cache_hits", "Entities served from the near cache.", stats.hits),
+            ("cache_misses", "Entities the near cache did not hold.", stats.misses),
+            ("entities_written", "Entity rows written (queued).", stats.writes),
+            ("entities_flushed", "Entity rows stored by the backend.", stats.flushed),
+            ("invalidations", "Near-cache invalidations received.", stats.invalidations),
+            (
+                "corrupt_values",
+                "Stored values that did not decode (treated as missing).",
+                stats.corrupt,
+            ),
+            ("errors", "Backend errors (unreachable, timeouts).", stats.errors),
+            (
+                "dropped_writes",
+                "Writes dropped because the write buffer overflowed.",
+                stats.dropped_writes,
+            ),
+        ):
+            fam = CounterMetricFamily(f"{PREFIX}_feature_store_{name}", doc, labels=["backend"])
+            fam.add_metric(backend, value)
+            yield fam
+        degraded = GaugeMetricFamily(
+            f"{PREFIX}_feature_store_degraded",
+            "1 while the backend is unreachable (reads from the near cache, writes buffered).",
+            labels=["backend"],
+        )
+        degraded.add_metric(backend, 1.0 if store.state == "DEGRADED" else 0.0)
+        yield degraded
+        pending = GaugeMetricFamily(
+            f"{PREFIX}_feature_store_buffered_writes",
+            "Writes queued for the backend.",
+            labels=["backend"],
+        )
+        pending.add_metric(backend, float(store.buffered_writes))
+        yield pending
+
+    def _drift(self, drift: DriftMonitor) -> Iterator[Metric]:
+        labels = ["feature_set", "feature"]
+        psi = GaugeMetricFamily(
+            f"{PREFIX}_feature_drift_psi",
+            "Population stability index of recent values against the reference.",
+            labels=labels,
+        )
+        ks = GaugeMetricFamily(
+            f"{PREFIX}_feature_drift_ks",
+            "Two-sample Kolmogorov-Smirnov statistic, recent vs reference.",
+            labels=labels,
+        )
+        drifted = GaugeMetricFamily(
+            f"{PREFIX}_feature_drifted",
+            "1 when PSI or KS is above its configured threshold.",
+            labels=labels,
+        )
+        for (fs, feature), result in sorted(drift.results().items()):
+            psi.add_metric([fs, feature], result.psi)
+            ks.add_metric([fs, feature], result.ks)
+            drifted.add_metric([fs, feature], 1.0 if result.drifted else 0.0)
+        yield psi
+        yield ks
+        yield drifted
 
     def _bus(self, bus: MessageBus) -> Iterator[Metric]:
         stats = bus.stats()
@@ -418,12 +492,29 @@ class EngineMetrics:
             "How late the event loop ran a timer: time it was blocked by other work.",
             (),
         )
+        self.feature_read = HistogramFamily(
+            f"{PREFIX}_feature_store_read_duration_seconds",
+            "Time one get/get_many took (one round trip on Redis).",
+            ("backend",),
+        )
+        self.feature_write = HistogramFamily(
+            f"{PREFIX}_feature_store_write_duration_seconds",
+            "Time one batch of writes took to reach the backend.",
+            ("backend",),
+        )
         for stage in STAGES:
             self.stage.labels(stage)
         self.sources = MetricSources()
         self.collector = EngineCollector(
             self.sources,
-            (self.agent_handler, self.stage, self.journal_write, self.loop_lag),
+            (
+                self.agent_handler,
+                self.stage,
+                self.journal_write,
+                self.loop_lag,
+                self.feature_read,
+                self.feature_write,
+            ),
             version=version,
             config_hash=config_hash,
             mode=mode,

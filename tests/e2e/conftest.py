@@ -15,6 +15,7 @@ import pytest
 from config import EngineConfig, load_config
 from engine.app import Engine, RunOptions
 from tests.kit.config import on_free_port
+from tests.kit.redis_server import redis_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -117,3 +117,25 @@ async def test_feed_when_default_params_then_only_signals_with_positive_confiden
     positive = [s for s in everything if s.confidence > 0.0]
     assert len(positive) < len(everything), "the period must contain zero-confidence signals"
     assert [_fingerprint(s) for s in default] == [_fingerprint(s) for s in positive]
+
+
+async def test_feed_when_momentum_computed_then_indicator_written_to_the_feature_store() -> None:
+    # Arrange
+    from plugins.momentum import TSMOM_FEATURES
+
+    symbols = ["AAPL", "KO"]
+    bars = stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=symbols)
+    # Act
+    async with AgentHarness(
+        TimeSeriesMomentumAgent, name="momentum", params={**ALL_SIGNALS, "min_samples": 50}
+    ) as harness:
+        signals = await harness.feed(bars)
+        rows = await harness.features.get_many(TSMOM_FEATURES, symbols)
+        sets = await harness.features.list_sets()
+    # Assert: the last score written is the one the last signal carried, with its event time
+    last = max((s for s in signals if s.symbol == "AAPL"), key=lambda s: s.ts_event)
+    assert last.features is not None
+    assert rows["AAPL"]["score"].value == last.features["tsmom_score"]
+    assert rows["AAPL"]["vol_daily"].value == last.features["vol_daily"]
+    assert rows["AAPL"]["score"].ts == max(b.ts_event for b in bars if b.symbol == "AAPL")
+    assert [(i.name, i.version, i.entities) for i in sets] == [("tsmom", 1, 2)]

@@ -1,0 +1,411 @@
+"""The feature store client every agent and stage shares, and its in-memory backend.
+
+Why this module exists: the design card has the stages share one async feature-store client
+(in-memory by default, Redis in production). This is that client's contract; `MemoryFeatureStore`
+is the embedded default and the reference the Redis backend is tested against (one contract
+suite runs on both).
+
+Trade-offs made:
+- Writes are *write-behind*: `put`/`put_many` validate and encode in the caller, make the values
+  visible to this process at once (the memory backend, or the Redis backend's near cache), and
+  queue them for the backend; `flush()` waits until everything queued is stored. Agents write an
+  indicator per event and must not wait a network round trip for each; a stage that needs its
+  own writes back from the server calls `flush()` first (the pipeline does, once per step).
+- The write queue is bounded. When the backend is unreachable it holds writes and retries with
+  back-off; when it is full the oldest queued write is dropped, counted and logged.
+- Keys are ``<namespace>:fs:<set>:v<version>:<entity>``, one hash per entity with one field per
+  feature, so `get_many` for K entities is one pipelined round trip. TTLs apply to an entity's
+  hash as a whole (Redis < 7.4 has no per-field expiry); the memory backend does the same.
+- Reads return only the features that exist: a missing feature is absent from the row, a value
+  that cannot be decoded is reported, counted and treated as missing, never raised into a stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engine.features.codec import CorruptValueError, decode, encode, ts_to_us, us_to_ts
+from engine.features.schema import FeatureSet, FeatureValue, check_entity
+from engine.lifecycle import AsyncService
+from engine.telemetry.logging import Logger, get_logger
+
+Row = dict[str, FeatureValue]
+EncodedRow = dict[str, bytes]
+StateListener = Callable[[str, str], None]
+"""Called with (state, reason) when the store's state changes: "RUNNING" or "DEGRADED"."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _ts_us(ts: datetime) -> int:
+    # Every agent writes with its event's timestamp: a step's writes share a handful of them.
+    return ts_to_us(ts)
+
+
+def entity_key(namespace: str, fs: FeatureSet, entity: str) -> str:
+    return f"{namespace}:fs:{fs.name}:v{fs.version}:{entity}"
+
+
+def set_prefix(namespace: str, fs: FeatureSet) -> str:
+    return f"{namespace}:fs:{fs.name}:v{fs.version}:"
+
+
+@dataclass(slots=True)
+class FeatureStoreStats:
+    """Counters of one client; exported as metrics."""
+
+    reads: int = 0
+    """get/get_many calls."""
+    entities_read: int = 0
+    hits: int = 0
+    """Entities served from the near cache (Redis backend)."""
+    misses: int = 0
+    writes: int = 0
+    """Entities written (queued)."""
+    flushed: int = 0
+    """Entities stored by the backend."""
+    invalidations: int = 0
+    corrupt: int = 0
+    errors: int = 0
+    dropped_writes: int = 0
+    """Queued writes dropped because the write buffer overflowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetInfo:
+    """What `tradeengine features ls|describe` shows about one registered feature set version."""
+
+    name: str
+    version: int
+    declaration: dict[str, Any]
+    entities: int
+    bytes: int
+    newest_ts: datetime | None
+    """Latest event time any stored value was computed for (None = no values)."""
+    active: bool
+    """The version readers that ask for "the active one" get (see `promote`)."""
+
+
+class UnknownFeatureSetError(LookupError):
+    """A feature set version that was never registered in this store."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    key: str
+    fields: EncodedRow
+    ttl_ms: int | None
+
+
+class FeatureStore(AsyncService, ABC):
+    """The async client (see the module docstring)."""
+
+    backend: str = "abstract"
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        log: Logger | None = None,
+        max_buffered_writes: int = 100_000,
+        on_state: StateListener | None = None,
+        default_ttl_s: float | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.default_ttl_s = default_ttl_s
+        """TTL of sets that declare none (``feature_store.default_ttl_s``)."""
+        self.log = log or get_logger("engine").bind(subsystem="features")
+        self.stats = FeatureStoreStats()
+        self.max_buffered_writes = max_buffered_writes
+        self._on_state = on_state
+        self.state = "RUNNING"
+        self.state_reason = ""
+        self.read_latency: Callable[[float], None] | None = None
+        """Called with the seconds each get/get_many took (metrics)."""
+        self.write_latency: Callable[[float], None] | None = None
+        """Called with the seconds each batch took to reach the backend (metrics)."""
+        self.write_observer: Callable[[FeatureSet, Mapping[str, Any]], None] | None = None
+        """Called with every validated row written (drift detection samples values here)."""
+
+    # ------------------------------------------------------------------------- public API
+
+    async def get(self, fs: FeatureSet, entity: str, names: Sequence[str] | None = None) -> Row:
+        """One entity's features (absent ones are left out of the row)."""
+        rows = await self.get_many(fs, [entity], names)
+        return rows[entity]
+
+    async def get_many(
+        self, fs: FeatureSet, entities: Sequence[str], names: Sequence[str] | None = None
+    ) -> dict[str, Row]:
+        """Several entities' features in one round trip; every entity has a (maybe empty) row."""
+        wanted = fs.resolve(names)
+        for entity in entities:
+            check_entity(fs, entity)
+        started = time.perf_counter()
+        raw = await self._read(fs, list(entities), wanted)
+        rows: dict[str, Row] = {}
+        for entity in entities:
+            rows[entity] = self._decode_row(fs, entity, raw.get(entity), wanted)
+        self.stats.reads += 1
+        self.stats.entities_read += len(entities)
+        if self.read_latency is not None:
+            self.read_latency(time.perf_counter() - started)
+        return rows
+
+    async def put(
+        self,
+        fs: FeatureSet,
+        entity: str,
+        values: Mapping[str, Any],
+        ts: datetime,
+        ttl_s: float | None = None,
+    ) -> None:
+        """Write one entity's features computed for event time `ts` (see write-behind above);
+        `ttl_s` overrides the set's default TTL."""
+        # The per-event path of agents: written out rather than delegated to put_many.
+        checked = fs.validate(entity, values)
+        if self.write_observer is not None:
+            self.write_observer(fs, checked)
+        ts_us = _ts_us(ts)
+        field = fs.field
+        encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
+        self.stats.writes += 1
+        key = entity_key(self.namespace, fs, entity)
+        await self._write([PendingWrite(key, encoded, self._ttl_ms(fs, ttl_s))])
+
+    async def put_many(
+        self,
+        fs: FeatureSet,
+        rows: Mapping[str, Mapping[str, Any]],
+        ts: datetime,
+        ttl_s: float | None = None,
+    ) -> None:
+        """Write several entities' features computed for event time `ts`."""
+        ts_us = ts_to_us(ts)
+        ttl_ms = self._ttl_ms(fs, ttl_s)
+        writes: list[PendingWrite] = []
+        for entity, values in rows.items():
+            checked = fs.validate(entity, values)
+            if self.write_observer is not None:
+                self.write_observer(fs, checked)
+            encoded = {name: encode(fs.field(name), v, ts_us) for name, v in checked.items()}
+            writes.append(PendingWrite(entity_key(self.namespace, fs, entity), encoded, ttl_ms))
+        self.stats.writes += len(writes)
+        await self._write(writes)
+
+    def _ttl_ms(self, fs: FeatureSet, ttl_s: float | None) -> int | None:
+        ttl = ttl_s if ttl_s is not None else fs.default_ttl_s
+        if ttl is None:
+            ttl = self.default_ttl_s
+        if ttl is None:
+            return None
+        if not ttl > 0:
+            raise ValueError(f"feature set {fs.ref}: ttl_s must be > 0, got {ttl}")
+        return max(1, round(ttl * 1000))
+
+    @property
+    def buffered_writes(self) -> int:
+        """Writes queued and not yet stored by the backend."""
+        return 0
+
+    @abstractmethod
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every write queued so far is stored by the backend; `TimeoutError` after
+        `timeout_s` (None = wait as long as it takes)."""
+
+    @abstractmethod
+    async def register(self, fs: FeatureSet) -> None:
+        """Record a feature set's declaration beside its data (for `tradeengine features`).
+        The first version registered under a name becomes its active version."""
+
+    @abstractmethod
+    async def list_sets(self) -> list[SetInfo]:
+        """Every registered (name, version), sorted, with sizes and ages."""
+
+    @abstractmethod
+    async def promote(self, name: str, version: int) -> None:
+        """Make `version` the active one of `name`; `UnknownFeatureSetError` if unregistered."""
+
+    @abstractmethod
+    async def active_version(self, name: str) -> int | None:
+        """The active version of `name` (None if no version is registered)."""
+
+    # ------------------------------------------------------------------------ for backends
+
+    @abstractmethod
+    async def _read(
+        self, fs: FeatureSet, entities: list[str], names: tuple[str, ...]
+    ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
+        """Raw rows by entity: encoded bytes (decoded here) or already decoded values."""
+
+    @abstractmethod
+    async def _write(self, writes: list[PendingWrite]) -> None:
+        """Apply or queue encoded writes."""
+
+    def _decode_row(
+        self,
+        fs: FeatureSet,
+        entity: str,
+        raw: Mapping[str, bytes | FeatureValue] | None,
+        names: tuple[str, ...],
+    ) -> Row:
+        row: Row = {}
+        if not raw:
+            return row
+        for name in names:
+            data = raw.get(name)
+            if data is None:
+                continue
+            if isinstance(data, FeatureValue):
+                row[name] = data
+                continue
+            try:
+                row[name] = decode(fs.field(name), data)
+            except CorruptValueError as exc:
+                self.stats.corrupt += 1
+                self.log.warning(
+                    "corrupt feature value treated as missing",
+                    feature_set=fs.ref,
+                    entity=entity,
+                    field=name,
+                    error=str(exc),
+                )
+        return row
+
+    def _set_state(self, state: str, reason: str) -> None:
+        if state == self.state and reason == self.state_reason:
+            return
+        self.state, self.state_reason = state, reason
+        if state == "DEGRADED":
+            self.log.warning("feature store degraded", backend=self.backend, reason=reason)
+        else:
+            self.log.info("feature store running", backend=self.backend, reason=reason)
+        if self._on_state is not None:
+            self._on_state(state, reason)
+
+
+class MemoryFeatureStore(FeatureStore):
+    """The embedded backend: a dict of encoded hashes in this process.
+
+    Values are stored encoded (the same bytes Redis would hold), so both backends return equal
+    values, and corrupt-value handling is the same code. Expiry uses the monotonic clock, like
+    Redis' own: TTLs are operational, never event time.
+    """
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        log: Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(namespace=namespace, log=log, **kwargs)
+        self._data: dict[str, dict[str, bytes]] = {}
+        self._expires: dict[str, float] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._active: dict[str, int] = {}
+        self._clock = clock
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        return None
+
+    async def register(self, fs: FeatureSet) -> None:
+        self._meta[fs.ref] = fs.describe()
+        self._active.setdefault(fs.name, fs.version)
+
+    async def list_sets(self) -> list[SetInfo]:
+        out: list[SetInfo] = []
+        for declaration in self._meta.values():
+            name, version = str(declaration["name"]), int(declaration["version"])
+            prefix = f"{self.namespace}:fs:{name}:v{version}:"
+            keys = [k for k in self.keys() if k.startswith(prefix)]
+            newest: int | None = None
+            size = 0
+            for key in keys:
+                for data in self._data[key].values():
+                    size += len(data)
+                    ts_us = int.from_bytes(data[1:9], "little", signed=True)
+                    newest = ts_us if newest is None else max(newest, ts_us)
+            out.append(
+                SetInfo(
+                    name=name,
+                    version=version,
+                    declaration=declaration,
+                    entities=len(keys),
+                    bytes=size,
+                    newest_ts=us_to_ts(newest) if newest is not None else None,
+                    active=self._active.get(name) == version,
+                )
+            )
+        return sorted(out, key=lambda i: (i.name, i.version))
+
+    async def promote(self, name: str, version: int) -> None:
+        if f"{name}:v{version}" not in self._meta:
+            raise UnknownFeatureSetError(f"feature set {name}:v{version} is not registered")
+        self._active[name] = version
+
+    async def active_version(self, name: str) -> int | None:
+        return self._active.get(name)
+
+    def _live(self, key: str) -> dict[str, bytes] | None:
+        deadline = self._expires.get(key)
+        if deadline is not None and self._clock() >= deadline:
+            self._data.pop(key, None)
+            self._expires.pop(key, None)
+            return None
+        return self._data.get(key)
+
+    async def _read(
+        self, fs: FeatureSet, entities: list[str], names: tuple[str, ...]
+    ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
+        prefix = set_prefix(self.namespace, fs)
+        return {entity: self._live(prefix + entity) for entity in entities}
+
+    async def _write(self, writes: list[PendingWrite]) -> None:
+        started = time.perf_counter()
+        now = self._clock()
+        for w in writes:
+            current = self._live(w.key)
+            if current is None:
+                current = self._data[w.key] = {}
+            current.update(w.fields)
+            if w.ttl_ms is not None:
+                self._expires[w.key] = now + w.ttl_ms / 1000
+        self.stats.flushed += len(writes)
+        if self.write_latency is not None:
+            self.write_latency(time.perf_counter() - started)
+
+    def keys(self) -> list[str]:
+        """Live keys (tests, the CLI)."""
+        return [k for k in list(self._data) if self._live(k) is not None]
+
+    def ttl_s(self, key: str) -> float | None:
+        """Remaining TTL of a key (None = no expiry or no key), like Redis' PTTL."""
+        if self._live(key) is None or key not in self._expires:
+            return None
+        return max(0.0, self._expires[key] - self._clock())
+
+
+__all__ = [
+    "FeatureStore",
+    "FeatureStoreStats",
+    "MemoryFeatureStore",
+    "PendingWrite",
+    "Row",
+    "entity_key",
+    "set_prefix",
+]
