@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -141,3 +145,46 @@ async def test_replay_when_redis_stops_mid_run_then_keeps_trading_degraded_and_d
         assert await raw.exists(entity_key("e2e", MARKET, "AAPL"))
     finally:
         await raw.aclose()
+
+
+def test_run_when_redis_unreachable_at_start_then_exit_2_naming_the_url(tmp_path: Path) -> None:
+    # Arrange: a port nobody listens on
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "TRADEENGINE__FEATURE_STORE__BACKEND": "redis",
+        "TRADEENGINE__FEATURE_STORE__REDIS__URL": f"redis://127.0.0.1:{port}/0",
+        "TRADEENGINE__FEATURE_STORE__REDIS__PASSWORD": "hunter2-canary",
+    }
+    # Act
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "run",
+            "--config",
+            str(ROOT / "engine.toml"),
+            "--paper",
+            "--start",
+            "2005-01-01",
+            "--end",
+            "2005-01-31",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    # Assert: one clear line, nothing written, no password anywhere
+    assert result.returncode == 2
+    assert f"redis://127.0.0.1:{port}/0" in result.stderr
+    assert "feature_store.redis" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hunter2-canary" not in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()
