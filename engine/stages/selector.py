@@ -136,14 +136,18 @@ class ReturnHistory:
         # Column c holds step t - n + 1 + c, whose slot is (t - n + 1 + c) % n.
         column_steps = np.arange(t - n + 1, t + 1, dtype=np.int64)
         order = column_steps % n
-        for i, symbol in enumerate(symbols):
-            series = self._series.get(symbol)
-            if series is None:
-                continue
-            # Valid iff the slot was written at that very step (-1 marks never written).
-            valid = (series.steps[order] == column_steps) & (column_steps >= 0)
-            mask[i] = valid
-            values[i, valid] = series.returns[order][valid]
+        rows = [i for i, symbol in enumerate(symbols) if symbol in self._series]
+        if not rows:
+            return values, mask
+        # One vectorised pass over every known symbol (this runs once per step for all of
+        # them when the market features are written).
+        series = [self._series[symbols[i]] for i in rows]
+        steps = np.stack([s.steps for s in series])[:, order]
+        returns = np.stack([s.returns for s in series])[:, order]
+        # Valid iff the slot was written at that very step (-1 marks never written).
+        valid = (steps == column_steps) & (column_steps >= 0)
+        mask[rows] = valid
+        values[rows] = np.where(valid, returns, np.nan)
         return values, mask
 
     def correlation(self, symbols: Sequence[str]) -> FloatArray:
