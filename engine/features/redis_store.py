@@ -8,14 +8,22 @@ allows, and keeps trading when Redis goes away instead of raising into a stage.
 
 How it works, and the trade-offs made:
 
-- **Reads** of K entities are one round trip: one ``HMGET key f1 .. fn`` per entity, packed into
-  one write on one pooled connection (a pipeline without MULTI), replies read back in order.
-  The pool is redis-py's, but commands are sent on its connections directly rather than
-  through `redis.asyncio.Redis`/`Pipeline`, whose per-command bookkeeping is measurable next
-  to a round trip on a local server. Every round trip is bounded by
-  ``2 * connect_timeout_s`` (a connect, then a reply); a hung server is "unreachable".
-- **Near cache** (optional): an in-process dict ``key -> {field: bytes}``, bounded, oldest
-  fill evicted first. It is kept correct by Redis' server-assisted client-side caching in
+- **Reads** of K entities are one round trip: one ``HMGET key f1 .. fn`` per entity (``HGETALL``
+  for the whole row of a set of 32 fields or more, see `_ReadWire`), packed into one write on
+  one pooled connection (a pipeline without MULTI), replies read back in order and decoded a
+  row at a time (`RowDecoder`). The pool is redis-py's, but commands are sent on its
+  connections directly rather than through `redis.asyncio.Redis`/`Pipeline`, whose
+  per-command bookkeeping is measurable next to a round trip on a local server; for the same
+  reason reads pack their own commands (once per set of names) and a connection is kept
+  between round trips rather than checked out of the pool each time (`_acquire`). Every
+  round trip is bounded by ``2 * connect_timeout_s`` (a connect, then a reply); a hung server
+  is "unreachable".
+- **Near cache** (optional): an in-process dict ``key -> {field: value}``, bounded, oldest
+  fill evicted first, holding values *decoded*: a hit copies a row kept for the names it was
+  last asked for (no decoding, no per-field work); values written through by this process
+  are decoded once, by the next read that wants them; a value that does not decode stays
+  bytes and is reported by every read served it. The cache is kept correct by Redis'
+  server-assisted client-side caching in
   BCAST mode on the prefix ``<namespace>:fs:``: one dedicated connection (not from the pool)
   runs ``CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX ..`` and subscribes to
   ``__redis__:invalidate`` (RESP2), so every write by anyone to a key under the prefix drops
@@ -66,7 +74,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
@@ -78,11 +86,15 @@ from config.models import NearCacheConfig, RedisConfig
 from engine.features.codec import CorruptValueError, decode, us_to_ts
 from engine.features.schema import FeatureSet, FeatureValue
 from engine.features.store import (
+    DecodedRow,
     FeatureStore,
     PendingWrite,
+    ReadPlan,
+    Row,
     SetInfo,
     StateListener,
     UnknownFeatureSetError,
+    read_plan,
     set_prefix,
 )
 from engine.telemetry.logging import Logger
@@ -108,6 +120,15 @@ _UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError, InvalidResponse,
 
 Command = tuple[str | bytes | int, ...]
 
+_HGETALL_MIN_FIELDS: Final = 32
+"""Whole-row reads of sets at least this wide use HGETALL rather than HMGET (`_ReadWire`)."""
+
+# "Unread data or EOF on this connection?": `can_read` since redis-py 8 (which deprecates,
+# with a warning per call, the older `can_read_destructive`).
+_can_read: Callable[[AbstractConnection], Awaitable[bool]] = (
+    getattr(AbstractConnection, "can_read", None) or AbstractConnection.can_read_destructive
+)
+
 
 class FeatureStoreUnavailableError(RuntimeError):
     """Redis could not be reached (at start with ``on_unavailable = "fail"``, or by an admin
@@ -118,11 +139,68 @@ class FeatureStoreUnavailableError(RuntimeError):
 class _Entry:
     """One near-cache entry: the fields of one key this process has seen."""
 
-    values: dict[str, bytes]
+    values: dict[str, FeatureValue | bytes]
+    """Decoded values; bytes for values written through by this process (decoded, once, by the
+    next read) and for values that do not decode (reported by every read, as uncached)."""
     known: set[str]
     """Fields whose state is known: in `values`, or known to be absent."""
     filled_at: float
     expires_at: float | None
+    fs: FeatureSet | None = None
+    """The declaration the values were decoded with (None: nothing decoded yet)."""
+    raw: bool = False
+    """`values` may hold bytes."""
+    row: Row | None = None
+    """The last row served for `row_names` (a hit copies it: no decoding, no lookups)."""
+    row_names: tuple[str, ...] | None = None
+
+    def changed(self) -> None:
+        self.row = self.row_names = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadWire:
+    """How reading one tuple of names goes on the wire, packed once (redis-py's
+    `pack_commands` encodes every argument of every command on every call, which costs more
+    than the round trip itself for 50 fields).
+
+    ``HMGET key f1 .. fn`` by default. When the whole row of a set of at least
+    `_HGETALL_MIN_FIELDS` fields is asked for, ``HGETALL key`` instead: Redis keeps small
+    hashes as listpacks, where HMGET looks each field up by a linear scan (quadratic in the
+    row's width: 22 us of server time for 50 fields, against 6 us for HGETALL); below about
+    20 fields the two cost the same and HMGET's reply is smaller. The HGETALL reply is mapped
+    back onto the names (`align`), so both give the same row.
+    """
+
+    names: tuple[str, ...]
+    whole: bool
+    """HGETALL (else HMGET)."""
+    head: bytes
+    """The command up to its key."""
+    tail: bytes
+    """What follows the key (HMGET's field names)."""
+    fields: list[bytes]
+    """`names` encoded, as HGETALL replies name them."""
+
+    @staticmethod
+    def build(names: tuple[str, ...], whole: bool) -> _ReadWire:
+        fields = [name.encode() for name in names]
+        if whole:
+            return _ReadWire(names, True, b"*2\r\n$7\r\nHGETALL\r\n", b"", fields)
+        head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names))
+        tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+        return _ReadWire(names, False, head, tail, fields)
+
+    def align(self, reply: list[Any]) -> list[Any] | InvalidResponse:
+        """An HGETALL reply (field, value, field, value, ...) as an HMGET reply of `names`
+        (values in their order, None where absent); fields not declared are ignored."""
+        if len(reply) % 2:
+            return InvalidResponse(f"HGETALL reply of {len(reply)} elements")
+        stored = reply[0::2]
+        if stored == self.fields:  # written in declaration order, still a listpack
+            return reply[1::2]
+        by_field = dict(zip(stored, reply[1::2], strict=True))
+        return list(map(by_field.get, self.fields))
 
 
 @dataclass(slots=True)
@@ -202,6 +280,9 @@ class RedisFeatureStore(FeatureStore):
             self._pool.get_connection
         )
         self._slots = asyncio.Semaphore(config.pool_size)
+        self._idle: list[AbstractConnection] = []
+        """Pooled connections this client keeps checked out between round trips (see
+        `_acquire`); at most ``pool_size`` with those in use, as the slots bound both."""
         self._prefix = f"{namespace}:fs:"
         self._meta_prefix = f"{namespace}:fs:meta:"
         self._active_key = f"{namespace}:fs:active"
@@ -231,6 +312,9 @@ class RedisFeatureStore(FeatureStore):
 
         # Near cache.
         self._cache: dict[str, _Entry] = {}
+        self._wires: dict[tuple[tuple[str, ...], bool], _ReadWire] = {}
+        """(names, whole row) -> how such a read is packed (see `_fetch`)."""
+        self._wire_last: tuple[ReadPlan, _ReadWire] | None = None
         self._inflight: dict[str, list[int]] = {}
         """key -> [reads in flight, invalidation generation], only while reads are in flight."""
         self._epoch = 0
@@ -342,25 +426,39 @@ class RedisFeatureStore(FeatureStore):
         if conn is not None:
             await conn.disconnect(nowait=True)
         self._tracking = False
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            with contextlib.suppress(*_UNREACHABLE):
+                await self._pool.release(pooled)
         with contextlib.suppress(*_UNREACHABLE):
             await self._pool.aclose()
 
     # ------------------------------------------------------------------------- round trips
 
     async def _roundtrip(
-        self, commands: Sequence[Command], *, timeout_s: float | None = None
+        self,
+        commands: Sequence[Command],
+        *,
+        timeout_s: float | None = None,
+        packed: bytes | None = None,
     ) -> list[Any]:
         """Send `commands` in one write on one pooled connection and read their replies.
 
         A reply that is an error comes back as its `ResponseError` (one refused command does
         not fail the others); an unreachable server, or no reply within the bound, raises.
+        `packed`: `commands` already in the wire format (reads pack their own, see `_fetch`).
         """
-        async with self._slots:
+        slots = self._slots
+        await slots.acquire()
+        try:
             async with asyncio.timeout(timeout_s or self._op_timeout_s):
-                conn = await self._get_connection()
+                conn = await self._acquire()
                 clean = False
                 try:
-                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                    await conn.send_packed_command(
+                        packed if packed is not None else conn.pack_commands(commands),
+                        check_health=False,
+                    )
                     replies: list[Any] = []
                     for _ in commands:
                         try:
@@ -369,10 +467,37 @@ class RedisFeatureStore(FeatureStore):
                             replies.append(exc)
                     clean = True
                 finally:
-                    if not clean:  # replies may be left unread: never hand it out again
+                    if clean:
+                        self._idle.append(conn)
+                    else:  # replies may be left unread: never hand it out again
                         await conn.disconnect(nowait=True)
-                    await self._pool.release(conn)
+                        await self._pool.release(conn)
+        finally:
+            slots.release()
         return replies
+
+    async def _acquire(self) -> AbstractConnection:
+        """A connection for one round trip: the last one this client used if it is still
+        sound, else one from the pool.
+
+        redis-py's pool locks, checks, records metrics and dispatches events on every
+        checkout and release, which costs about a tenth of a local round trip; a clean
+        connection is therefore kept here instead of released. It gets the same check the pool
+        makes before handing a connection out: connected, nothing unread, not closed by the
+        server (EOF seen by the event loop). One that fails it goes back to the pool, which
+        reconnects it.
+        """
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            try:
+                if conn.is_connected and not await _can_read(conn):
+                    return conn
+            except _UNREACHABLE:
+                pass
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
+        return await self._get_connection()
 
     def _lost(self, exc: BaseException) -> None:
         """A round trip failed: DEGRADED, and let the writer probe for the way back."""
@@ -388,7 +513,7 @@ class RedisFeatureStore(FeatureStore):
         self, fs: FeatureSet, entities: list[str], names: tuple[str, ...]
     ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
         prefix = set_prefix(self.namespace, fs)
-        unique = list(dict.fromkeys(entities))
+        unique = entities if len(entities) == 1 else list(dict.fromkeys(entities))
         if self.state == "DEGRADED":
             self.stats.errors += 1
             return self._serve_stale(fs, prefix, unique, names)
@@ -404,13 +529,19 @@ class RedisFeatureStore(FeatureStore):
                 entry = cache.get(prefix + entity)
                 if (
                     entry is not None
-                    and entry.known.issuperset(names)
                     and (tracking or now - entry.filled_at < ttl)
                     and (entry.expires_at is None or now < entry.expires_at)
                 ):
-                    out[entity] = entry.values
-                else:
-                    missing.append(entity)
+                    row = entry.row
+                    if row is not None and entry.row_names is names and entry.fs is fs:
+                        out[entity] = DecodedRow(row)  # the hit path: a copy, nothing else
+                        continue
+                    if entry.known.issuperset(names) and (
+                        entry.fs is None or entry.fs is fs or entry.fs == fs
+                    ):
+                        out[entity] = self._cached_row(fs, entry, names)
+                        continue
+                missing.append(entity)
             self.stats.hits += len(unique) - len(missing)
             self.stats.misses += len(missing)
         # Own writes queued when the read starts: the reply may predate them even if they are
@@ -429,11 +560,33 @@ class RedisFeatureStore(FeatureStore):
             now = self._clock()
             for entity, pending in own.items():
                 if pending.expires_at is None or now < pending.expires_at:
-                    row = out.get(entity)
-                    merged: dict[str, bytes | FeatureValue] = dict(row) if row else {}
+                    found = out.get(entity)
+                    merged: dict[str, bytes | FeatureValue] = dict(found) if found else {}
                     merged.update(pending.fields)
-                    out[entity] = merged
+                    out[entity] = merged  # a plain dict: decoded by `_decode_row`
         return out
+
+    def _cached_row(
+        self, fs: FeatureSet, entry: _Entry, names: tuple[str, ...]
+    ) -> Mapping[str, bytes | FeatureValue]:
+        """The row of `names` held by `entry` (known to cover them). Values written through
+        are decoded here once and kept decoded; the row is kept for the next hit unless it
+        holds a value that does not decode (left to `_decode_row`, which reports it)."""
+        values = entry.values
+        if entry.raw:
+            for name in names:
+                data = values.get(name)
+                if data is not None and not isinstance(data, FeatureValue):
+                    with contextlib.suppress(CorruptValueError):
+                        values[name] = decode(fs.field(name), data)
+            entry.raw = not all(isinstance(v, FeatureValue) for v in values.values())
+        entry.fs = fs
+        row = {name: values[name] for name in names if name in values}
+        if entry.raw and not all(isinstance(v, FeatureValue) for v in row.values()):
+            return row
+        decoded = cast(Row, row)
+        entry.row, entry.row_names = decoded, names
+        return DecodedRow(decoded)
 
     def _own_writes(self, prefix: str, entities: list[str]) -> dict[str, _Unflushed]:
         found: dict[str, _Unflushed] = {}
@@ -443,21 +596,42 @@ class RedisFeatureStore(FeatureStore):
                 found[entity] = pending
         return found
 
+    def _wire(self, plan: ReadPlan) -> _ReadWire:
+        last = self._wire_last
+        if last is not None and last[0] is plan:
+            return last[1]
+        whole = plan.every_field and len(plan.names) >= _HGETALL_MIN_FIELDS
+        wire = self._wires.get((plan.names, whole))
+        if wire is None:
+            if len(self._wires) >= 1024:
+                self._wires.clear()
+            wire = self._wires[(plan.names, whole)] = _ReadWire.build(plan.names, whole)
+        self._wire_last = (plan, wire)
+        return wire
+
     async def _fetch(
         self, fs: FeatureSet, prefix: str, entities: list[str], names: tuple[str, ...]
     ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
-        """HMGET (and PTTL, for the near cache) of `entities` in one round trip."""
+        """One HMGET per entity, or HGETALL when the whole row of a wide set is asked for (see
+        `_ReadWire`), and PTTL for the near cache, in one round trip; rows decoded."""
         cached = self._near.enabled
+        plan = read_plan(fs, names)
+        wire = self._wire(plan)
         keys = [prefix + entity for entity in entities]
+        head, tail, whole = wire.head, wire.tail, wire.whole
         commands: list[Command] = []
+        packed: list[bytes] = []
         for key in keys:
-            commands.append(("HMGET", key, *names))
+            commands.append(("HGETALL", key) if whole else ("HMGET", key, *names))
+            raw_key = key.encode()
+            packed.append(b"%s$%d\r\n%s\r\n%s" % (head, len(raw_key), raw_key, tail))
             if cached:
                 commands.append(("PTTL", key))
+                packed.append(b"*2\r\n$4\r\nPTTL\r\n$%d\r\n%s\r\n" % (len(raw_key), raw_key))
         if not cached:
-            replies = await self._roundtrip(commands)
+            replies = await self._roundtrip(commands, packed=b"".join(packed))
             return {
-                entity: self._row(fs, entity, names, reply)
+                entity: self._decoded(plan, wire, entity, reply)[0]
                 for entity, reply in zip(entities, replies, strict=True)
             }
         epoch = self._epoch
@@ -469,24 +643,24 @@ class RedisFeatureStore(FeatureStore):
             slot[0] += 1
             generations.append(slot[1])
         try:
-            replies = await self._roundtrip(commands)
+            replies = await self._roundtrip(commands, packed=b"".join(packed))
             out: dict[str, Mapping[str, bytes | FeatureValue] | None] = {}
             now = self._clock()
             for i, (entity, key) in enumerate(zip(entities, keys, strict=True)):
-                row = self._row(fs, entity, names, replies[2 * i])
+                row, keep = self._decoded(plan, wire, entity, replies[2 * i])
                 out[entity] = row
                 pttl = replies[2 * i + 1]
                 # Not cached: a key invalidated or written by us while this read was in
                 # flight, or with a write of ours still queued (the reply may predate it).
                 if (
-                    row is not None
+                    keep is not None
                     and self._epoch == epoch
                     and self._inflight[key][1] == generations[i]
                     and key not in self._unflushed
                     and isinstance(pttl, int)
                 ):
                     expires_at = now + pttl / 1000 if pttl > 0 else None
-                    self._fill(key, row, names, now, expires_at)
+                    self._fill(key, fs, keep, keep is not row, names, now, expires_at)
             return out
         finally:
             for key in keys:
@@ -495,9 +669,15 @@ class RedisFeatureStore(FeatureStore):
                 if slot[0] == 0:
                     del self._inflight[key]
 
-    def _row(
-        self, fs: FeatureSet, entity: str, names: tuple[str, ...], reply: Any
-    ) -> dict[str, bytes] | None:
+    def _decoded(
+        self, plan: ReadPlan, wire: _ReadWire, entity: str, reply: Any
+    ) -> tuple[DecodedRow | None, dict[str, FeatureValue | bytes] | None]:
+        """(the row for this read, the values to cache) of one HMGET/HGETALL reply. A value
+        that does not decode is reported (by this read) and cached as its bytes, so that every
+        later read that is served it reports it too, as without the cache."""
+        fs, names = plan.fs, plan.names
+        if isinstance(reply, list) and wire.whole:
+            reply = wire.align(reply)
         if isinstance(reply, ResponseError) or not isinstance(reply, list):
             self.stats.corrupt += 1
             self.log.warning(
@@ -506,29 +686,55 @@ class RedisFeatureStore(FeatureStore):
                 entity=entity,
                 error=_describe(reply) if isinstance(reply, BaseException) else repr(reply),
             )
-            return None
-        return {name: value for name, value in zip(names, reply, strict=True) if value is not None}
+            return None, None
+        decoder = plan.row_decoder
+        if decoder is not None:
+            values = decoder.decode(reply)
+            if values is not None:
+                row = DecodedRow(zip(names, values, strict=False))  # lengths checked
+                return row, cast(dict[str, FeatureValue | bytes], row)
+        if reply.count(None) == len(reply):
+            empty = DecodedRow()
+            return empty, cast(dict[str, FeatureValue | bytes], empty)
+        stored = {
+            name: value for name, value in zip(names, reply, strict=True) if value is not None
+        }
+        decoded = DecodedRow(self._decode_row(fs, entity, stored, names))
+        if len(decoded) == len(stored):
+            return decoded, cast(dict[str, FeatureValue | bytes], decoded)
+        keep: dict[str, FeatureValue | bytes] = dict(stored)
+        keep.update(decoded)
+        return decoded, keep
 
     def _fill(
         self,
         key: str,
-        row: dict[str, bytes],
+        fs: FeatureSet,
+        values: dict[str, FeatureValue | bytes],
+        raw: bool,
         names: tuple[str, ...],
         now: float,
         expires_at: float | None,
     ) -> None:
         entry = self._cache.get(key)
-        if entry is not None and self._tracking:
+        if (
+            entry is not None
+            and self._tracking
+            and (entry.fs is None or entry.fs is fs or entry.fs == fs)
+        ):
             # Still valid (invalidations flow): merge, so alternating readers share an entry.
-            entry.values.update(row)
+            entry.values.update(values)
             for name in names:
-                if name not in row:
+                if name not in values:
                     entry.values.pop(name, None)
             entry.known.update(names)
             entry.expires_at = expires_at
+            entry.fs = fs
+            entry.raw = entry.raw or raw
+            entry.changed()
             return
         self._cache.pop(key, None)
-        self._cache[key] = _Entry(dict(row), set(names), now, expires_at)
+        self._cache[key] = _Entry(dict(values), set(names), now, expires_at, fs, raw)
         self._evict()
 
     def _evict(self) -> None:
@@ -550,18 +756,25 @@ class RedisFeatureStore(FeatureStore):
         hits = 0
         for entity in entities:
             key = prefix + entity
-            found: dict[str, bytes] = {}
+            found: dict[str, FeatureValue | bytes] = {}
             entry = self._cache.get(key)
-            if entry is not None and (entry.expires_at is None or now < entry.expires_at):
+            if (
+                entry is not None
+                and (entry.expires_at is None or now < entry.expires_at)
+                and (entry.fs is None or entry.fs is fs or entry.fs == fs)
+            ):
                 found.update(entry.values)
                 hits += 1
             pending = self._unflushed.get(key)
             if pending is not None and (pending.expires_at is None or now < pending.expires_at):
                 found.update(pending.fields)
-            row: dict[str, bytes | FeatureValue] = {}
+            row = DecodedRow()
             for name in names:
                 data = found.get(name)
                 if data is None:
+                    continue
+                if isinstance(data, FeatureValue):
+                    row[name] = data._replace(stale=True)
                     continue
                 try:
                     row[name] = decode(fs.field(name), data, stale=True)
@@ -612,11 +825,14 @@ class RedisFeatureStore(FeatureStore):
             slot[1] += 1
         entry = self._cache.get(w.key)
         if entry is None:
-            self._cache[w.key] = _Entry(dict(w.fields), set(w.fields), now, expires_at)
+            values: dict[str, FeatureValue | bytes] = dict(w.fields)
+            self._cache[w.key] = _Entry(values, set(w.fields), now, expires_at, raw=True)
             self._evict()
             return
         entry.values.update(w.fields)
         entry.known.update(w.fields)
+        entry.raw = True
+        entry.changed()
         if expires_at is not None:
             entry.expires_at = expires_at
 

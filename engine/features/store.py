@@ -30,12 +30,102 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from engine.features.codec import CorruptValueError, decode, encode, ts_to_us, us_to_ts
-from engine.features.schema import FeatureSet, FeatureValue, check_entity
+from engine.features.codec import (
+    CorruptValueError,
+    RowDecoder,
+    decode,
+    encode,
+    ts_to_us,
+    us_to_ts,
+)
+from engine.features.schema import FeatureField, FeatureSet, FeatureValue, check_entity
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger, get_logger
 
 Row = dict[str, FeatureValue]
+
+
+class DecodedRow(dict[str, FeatureValue]):
+    """A row a backend's `_read` already decoded: only the requested features that exist, in
+    the order asked for, in a dict the caller may keep. Returned to the caller as it is."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What reading (set, names) needs, worked out once: the checked names, their fields, and
+    a whole-row decoder when they are all scalars (see `read_plan`)."""
+
+    fs: FeatureSet
+    names: tuple[str, ...]
+    specs: tuple[FeatureField, ...]
+    row_decoder: RowDecoder | None
+    every_field: bool
+    """`names` covers every field of the set (a backend may read the whole row)."""
+
+
+_PLANS_ALL: dict[int, ReadPlan] = {}
+_PLANS: dict[tuple[int, tuple[str, ...]], ReadPlan] = {}
+_PLANS_MAX = 1024
+_last_plan: ReadPlan | None = None
+
+
+def read_plan(fs: FeatureSet, names: Sequence[str] | None) -> ReadPlan:
+    """The plan of reading `names` (None = every field) of `fs`; `FeatureError` for an unknown
+    name. Cached: sets are immutable and declared once, so a read does not re-check its
+    names, rebuild the all-fields tuple or look fields up again, and the tuple of names it
+    hands on is the same object from one read to the next. The cache holds the sets it plans
+    for (so their ids are not reused while cached) and is bounded."""
+    global _last_plan
+    if names is None:
+        plan = _PLANS_ALL.get(id(fs))
+        if plan is None or plan.fs is not fs:
+            plan = _new_plan(fs, fs.names())
+            if len(_PLANS_ALL) >= _PLANS_MAX:
+                _PLANS_ALL.clear()
+            _PLANS_ALL[id(fs)] = plan
+        _last_plan = plan
+        return plan
+    last = _last_plan
+    if last is not None and names is last.names and last.fs is fs:
+        return last
+    key = (id(fs), tuple(names))
+    plan = _PLANS.get(key)
+    if plan is None or plan.fs is not fs:
+        plan = _new_plan(fs, fs.resolve(names))
+    _last_plan = plan
+    return plan
+
+
+def _new_plan(fs: FeatureSet, names: tuple[str, ...]) -> ReadPlan:
+    specs = tuple(fs.field(name) for name in names)
+    every = len(set(names)) == len(fs.fields)
+    plan = ReadPlan(fs, names, specs, RowDecoder.for_specs(specs), every)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[(id(fs), names)] = plan
+    return plan
+
+
+_KNOWN_ENTITIES: set[str] = set()
+_KNOWN_ENTITIES_MAX = 65_536
+
+
+def _check_entities(fs: FeatureSet, entities: Sequence[str]) -> None:
+    """`check_entity` of each, with one set test for entities already seen valid."""
+    try:
+        if _KNOWN_ENTITIES.issuperset(entities):
+            return
+    except TypeError:  # an unhashable "entity": check_entity names it
+        pass
+    for entity in entities:
+        check_entity(fs, entity)
+        if len(_KNOWN_ENTITIES) >= _KNOWN_ENTITIES_MAX:
+            _KNOWN_ENTITIES.clear()
+        _KNOWN_ENTITIES.add(entity)
+
+
 EncodedRow = dict[str, bytes]
 StateListener = Callable[[str, str], None]
 """Called with (state, reason) when the store's state changes: "RUNNING" or "DEGRADED"."""
@@ -136,25 +226,39 @@ class FeatureStore(AsyncService, ABC):
 
     async def get(self, fs: FeatureSet, entity: str, names: Sequence[str] | None = None) -> Row:
         """One entity's features (absent ones are left out of the row)."""
-        rows = await self.get_many(fs, [entity], names)
-        return rows[entity]
+        plan = read_plan(fs, names)
+        if entity.__class__ is not str or entity not in _KNOWN_ENTITIES:
+            _check_entities(fs, (entity,))
+        latency = self.read_latency
+        started = time.perf_counter() if latency is not None else 0.0
+        raw = await self._read(fs, [entity], plan.names)
+        row = self._decode_row(fs, entity, raw.get(entity), plan.names)
+        stats = self.stats
+        stats.reads += 1
+        stats.entities_read += 1
+        if latency is not None:
+            latency(time.perf_counter() - started)
+        return row
 
     async def get_many(
         self, fs: FeatureSet, entities: Sequence[str], names: Sequence[str] | None = None
     ) -> dict[str, Row]:
         """Several entities' features in one round trip; every entity has a (maybe empty) row."""
-        wanted = fs.resolve(names)
-        for entity in entities:
-            check_entity(fs, entity)
-        started = time.perf_counter()
+        plan = read_plan(fs, names)
+        wanted = plan.names
+        _check_entities(fs, entities)
+        latency = self.read_latency
+        started = time.perf_counter() if latency is not None else 0.0
         raw = await self._read(fs, list(entities), wanted)
+        decode_row = self._decode_row
         rows: dict[str, Row] = {}
         for entity in entities:
-            rows[entity] = self._decode_row(fs, entity, raw.get(entity), wanted)
-        self.stats.reads += 1
-        self.stats.entities_read += len(entities)
-        if self.read_latency is not None:
-            self.read_latency(time.perf_counter() - started)
+            rows[entity] = decode_row(fs, entity, raw.get(entity), wanted)
+        stats = self.stats
+        stats.reads += 1
+        stats.entities_read += len(entities)
+        if latency is not None:
+            latency(time.perf_counter() - started)
         return rows
 
     async def put(
@@ -241,7 +345,8 @@ class FeatureStore(AsyncService, ABC):
     async def _read(
         self, fs: FeatureSet, entities: list[str], names: tuple[str, ...]
     ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
-        """Raw rows by entity: encoded bytes (decoded here) or already decoded values."""
+        """Raw rows by entity: encoded bytes (decoded here), already decoded values, or a whole
+        `DecodedRow` (handed to the caller as it is)."""
 
     @abstractmethod
     async def _write(self, writes: list[PendingWrite]) -> None:
@@ -254,18 +359,27 @@ class FeatureStore(AsyncService, ABC):
         raw: Mapping[str, bytes | FeatureValue] | None,
         names: tuple[str, ...],
     ) -> Row:
-        row: Row = {}
+        """The row of `names` in `raw` (stored bytes, or values a backend already decoded); a
+        value that does not decode is reported, counted and left out."""
         if not raw:
-            return row
-        for name in names:
-            data = raw.get(name)
+            return {}
+        if type(raw) is DecodedRow:
+            return raw
+        plan = read_plan(fs, names)
+        datas = list(map(raw.get, names))
+        if plan.row_decoder is not None:
+            values = plan.row_decoder.decode(datas)
+            if values is not None:
+                return dict(zip(names, values, strict=False))  # lengths checked
+        row: Row = {}
+        for name, spec, data in zip(names, plan.specs, datas, strict=True):
             if data is None:
                 continue
             if isinstance(data, FeatureValue):
                 row[name] = data
                 continue
             try:
-                row[name] = decode(fs.field(name), data)
+                row[name] = decode(spec, data)
             except CorruptValueError as exc:
                 self.stats.corrupt += 1
                 self.log.warning(
@@ -401,11 +515,14 @@ class MemoryFeatureStore(FeatureStore):
 
 
 __all__ = [
+    "DecodedRow",
     "FeatureStore",
     "FeatureStoreStats",
     "MemoryFeatureStore",
     "PendingWrite",
+    "ReadPlan",
     "Row",
     "entity_key",
+    "read_plan",
     "set_prefix",
 ]

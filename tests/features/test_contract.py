@@ -532,3 +532,74 @@ async def test_get_when_stored_bytes_corrupt_then_reported_counted_and_missing(
         "AAPL",
         "close",
     )
+
+
+# ------------------------------------------------------------------------- wide feature sets
+
+WIDE_FIELDS = [
+    FeatureField(f"f{i:02d}", FieldType.FLOAT if i % 3 else FieldType.INT, allow_nan=i % 2 == 0)
+    for i in range(40)
+]
+WIDE = FeatureSet(
+    "wide",
+    1,
+    (
+        *WIDE_FIELDS,
+        FeatureField("label", FieldType.STR),
+        FeatureField("hist", FieldType.FLOAT_ARRAY),
+    ),
+)
+"""More than 32 fields: whole-row reads on Redis take the HGETALL path."""
+
+
+async def test_get_when_wide_set_read_whole_then_partial_out_of_order_rows_exact(
+    backend: Backend,
+) -> None:
+    # Arrange: rows written in two partial puts, in reverse field order, with a gap
+    first = {f"f{i:02d}": (i if i % 3 == 0 else i * 0.5) for i in range(39, 9, -1)}
+    second = {"f00": 0, "f01": -0.0, "f04": math.nan, "label": "x", "hist": np.array([1.0, 2.0])}
+    await backend.store.put(WIDE, "W1", first, TS)
+    await backend.store.put(WIDE, "W1", second, TS)
+    await backend.store.put(WIDE, "W2", {"f05": 5.5}, TS)
+    await backend.store.flush()
+    # Act
+    rows = await (await backend.reader()).get_many(WIDE, ["W1", "W2", "W3"])
+    one = await (await backend.reader()).get(WIDE, "W1")
+    # Assert
+    expected = {**first, **second}
+    assert set(rows["W1"]) == set(expected)
+    for name, value in expected.items():
+        got = rows["W1"][name].value
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(got, value)
+        elif isinstance(value, float) and math.isnan(value):
+            assert math.isnan(got)
+        elif isinstance(value, str):
+            assert got == value
+        else:
+            assert got == value
+            assert type(got) is type(value)
+            assert math.copysign(1.0, got) == math.copysign(1.0, value)  # -0.0 stays -0.0
+    assert set(rows["W2"]) == {"f05"}
+    assert rows["W3"] == {}
+    assert one.keys() == rows["W1"].keys()
+
+
+async def test_get_when_wide_row_holds_a_corrupt_value_then_only_that_field_missing(
+    backend: Backend,
+) -> None:
+    # Arrange
+    values = {f"f{i:02d}": (i if i % 3 == 0 else float(i)) for i in range(40)}
+    await backend.store.put(WIDE, "W9", values, TS)
+    await backend.store.flush()
+    await backend.write_raw(entity_key(NS, WIDE, "W9"), "f07", b"\x01garbage")
+    # Act
+    with capture_logs() as logs:
+        row = await (await backend.reader()).get(WIDE, "W9")
+    # Assert
+    assert set(row) == set(values) - {"f07"}
+    assert row["f08"].value == 8.0
+    assert any(
+        e["event"] == "corrupt feature value treated as missing" and e["field"] == "f07"
+        for e in logs
+    )
