@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -662,13 +662,21 @@ class RedisConfig(ConfigModel):
                 "config_url",
                 f"must be a redis://, rediss:// or unix:// URL (got {json.dumps(value)})",
             )
+        env = env_var_name(("feature_store", "redis", "password"))
+        if "password" in parse_qs(parts.query) or ("@" in value and "@" not in parts.netloc):
+            # A password in the query would override the environment's, and "@" outside the
+            # host part means a password with an unescaped "#", "/" or "?": echo neither.
+            raise PydanticCustomError(
+                "config_url",
+                f"must not carry a password (query or user info); set {env} instead "
+                f"(got {json.dumps(parts.scheme + '://' + (parts.hostname or '') + '/...')})",
+            )
         if parts.password is not None:
             # Echo the URL with the password masked, so the user can find it but logs stay clean.
             host = parts.hostname or ""
             port = f":{parts.port}" if parts.port else ""
             user = parts.username or ""
             redacted = urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-            env = env_var_name(("feature_store", "redis", "password"))
             raise PydanticCustomError(
                 "config_url",
                 f"must not embed a password; set {env} instead (got {json.dumps(redacted)})",

@@ -82,16 +82,15 @@ _FAULT_COMPONENT = {"risk": "risk", "execution": "venue", "journal": "journal"}
 
 def _sampled(
     observe: Callable[[FeatureSet, Mapping[str, Any]], None], every: int
-) -> Callable[[FeatureSet, Mapping[str, Any]], None]:
-    """`observe` called for one write in `every` per feature set (deterministic, no RNG)."""
-    if every == 1:
-        return observe
-    counts: dict[str, int] = {}
+) -> Callable[[FeatureSet, str, Mapping[str, Any]], None]:
+    """`observe` called for one write in `every` per (feature set, entity): every entity is
+    sampled alike, whatever order rows are written in (deterministic, no RNG)."""
+    counts: dict[tuple[str, str], int] = {}
 
-    def sampled(fs: FeatureSet, values: Mapping[str, Any]) -> None:
-        n = counts.get(fs.ref, 0)
-        counts[fs.ref] = n + 1
-        if n % every == 0:
+    def sampled(fs: FeatureSet, entity: str, values: Mapping[str, Any]) -> None:
+        key = (fs.name, entity)
+        n = counts[key] = counts.get(key, -1) + 1
+        if not n % every:
             observe(fs, values)
 
     return sampled
@@ -617,6 +616,12 @@ class Engine(AsyncService):
             for health_name in _STOPPED_WITH.get(name, ()):
                 self._mark_stopped(health_name)
         if self._drift_task is not None:
+            # A last evaluation: a run shorter than the interval still reports its drift.
+            if self.drift is not None:
+                try:
+                    self.drift.evaluate()
+                except Exception as exc:
+                    self.log.error("final drift evaluation failed", exc_info=exc)
             self._drift_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drift_task

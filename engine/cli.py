@@ -22,6 +22,7 @@ from config.enums import TradingMode
 
 if TYPE_CHECKING:
     from engine.app import Engine
+    from engine.features.store import FeatureStore
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -261,9 +262,7 @@ async def _run_engine(engine: Engine) -> int:
 
 
 async def _cmd_features(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from engine.features.admin import build_store, describe, dumps, format_ls
+    from engine.features.admin import build_store
     from engine.features.store import UnknownFeatureSetError
 
     cfg = _load_config_or_report(args.config)
@@ -282,30 +281,37 @@ async def _cmd_features(args: argparse.Namespace) -> int:
         print(f"tradeengine: cannot reach the feature store: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if args.features_command == "promote":
-            try:
-                await store.promote(args.name, args.version)
-            except UnknownFeatureSetError as exc:
-                print(f"tradeengine: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-            print(f"{args.name}: active version is now {args.version}")
-            return EXIT_OK
-        infos = await store.list_sets()
-        if args.features_command == "ls":
-            print(format_ls(infos, datetime.now(UTC)))
-            return EXIT_OK
-        found = describe(infos, args.name, args.version)
-        if found is None:
-            version = f" version {args.version}" if args.version is not None else ""
-            print(
-                f"tradeengine: feature set {args.name!r}{version} is not registered",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        print(dumps(found))
-        return EXIT_OK
+        return await _features_command(args, store)
+    except UnknownFeatureSetError as exc:
+        print(f"tradeengine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # e.g. Redis went away after a degraded start
+        print(f"tradeengine: the feature store failed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         await store.stop()
+
+
+async def _features_command(args: argparse.Namespace, store: FeatureStore) -> int:
+    from datetime import UTC, datetime
+
+    from engine.features.admin import describe, dumps, format_ls
+
+    if args.features_command == "promote":
+        await store.promote(args.name, args.version)
+        print(f"{args.name}: active version is now {args.version}")
+        return EXIT_OK
+    infos = await store.list_sets()
+    if args.features_command == "ls":
+        print(format_ls(infos, datetime.now(UTC)))
+        return EXIT_OK
+    found = describe(infos, args.name, args.version)
+    if found is None:
+        version = f" version {args.version}" if args.version is not None else ""
+        print(f"tradeengine: feature set {args.name!r}{version} is not registered", file=sys.stderr)
+        return EXIT_USAGE
+    print(dumps(found))
+    return EXIT_OK
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -77,10 +77,6 @@ class PipelineStats:
     intents_by_effect: dict[str, int] = field(default_factory=dict)
 
 
-FEATURE_FLUSH_TIMEOUT_S = 2.0
-"""How long a step waits for the feature store to confirm its writes before trading on."""
-
-
 class TradingPipeline(AsyncService):
     """Runs steps in order as the blender completes them; see the module docstring."""
 
@@ -268,18 +264,9 @@ class TradingPipeline(AsyncService):
             for i, symbol in enumerate(symbols)
         }
         if rows:
+            # No flush: reads see this process' own queued writes, so the step never waits
+            # for the server, and an outage cannot stall it (the writes stay buffered).
             await store.put_many(MARKET, rows, ts=step)
-            if store.state == "RUNNING":
-                # Read-your-writes through the server. While the store is degraded the writes
-                # stay buffered and reads fall back to what the near cache holds: keep trading.
-                try:
-                    await store.flush(timeout_s=FEATURE_FLUSH_TIMEOUT_S)
-                except TimeoutError:
-                    self._log.warning(
-                        "feature store did not confirm this step's writes; trading on",
-                        step=step.isoformat(),
-                        buffered=store.buffered_writes,
-                    )
         wanted = sorted({o.symbol for o in ranked} | set(self._portfolio.positions))
         if not wanted:
             return {}

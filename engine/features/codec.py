@@ -23,6 +23,7 @@ few), and `RowDecoder` decodes a row of scalars in a handful of C calls, falling
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -119,7 +120,28 @@ def encode(spec: FeatureField, value: Value, ts_us: int) -> bytes:
 
 
 def decode(spec: FeatureField, data: bytes, *, stale: bool = False) -> FeatureValue:
-    """The value stored in `data`; `CorruptValueError` when it is not a valid `spec` value."""
+    """The value stored in `data`; `CorruptValueError` when it is not a valid `spec` value.
+
+    Whatever the bytes are, nothing but `CorruptValueError` escapes: readers treat it as a
+    missing value, so a corrupt value can never crash a stage."""
+    try:
+        value = _decode(spec, data, stale=stale)
+    except CorruptValueError:
+        raise
+    except Exception as exc:
+        raise CorruptValueError(f"undecodable {spec.type.value} value: {exc}") from None
+    checked = value.value
+    if isinstance(checked, np.ndarray):
+        if spec.max_len is not None and checked.size > spec.max_len:
+            raise CorruptValueError(f"array of {checked.size} exceeds max_len {spec.max_len}")
+        if not np.isfinite(checked).all() and (np.isinf(checked).any() or not spec.allow_nan):
+            raise CorruptValueError("array holds infinity or a NaN the feature forbids")
+    elif isinstance(checked, float) and checked in (math.inf, -math.inf):
+        raise CorruptValueError("infinity stored in a float feature")
+    return value
+
+
+def _decode(spec: FeatureField, data: bytes, *, stale: bool = False) -> FeatureValue:
     kind = spec.type
     if len(data) == _SCALAR_SIZE:  # the common cases first: one unpack, a cached datetime
         tag = data[0]
@@ -167,6 +189,8 @@ def decode(spec: FeatureField, data: bytes, *, stale: bool = False) -> FeatureVa
             raw = lz4.block.decompress(bytes(body[_U32.size :]), uncompressed_size=size)
         except lz4.block.LZ4BlockError as exc:
             raise CorruptValueError(f"LZ4 block does not decompress: {exc}") from None
+        if len(raw) != size:
+            raise CorruptValueError(f"LZ4 block holds {len(raw)} bytes, header says {size}")
         value = np.frombuffer(raw, dtype="<f8")
     if isinstance(value, float) and not spec.allow_nan and value != value:
         raise CorruptValueError("NaN stored in a feature that forbids it")
@@ -183,7 +207,7 @@ class RowDecoder:
     which names the problem (so a corrupt value is reported exactly as without this path).
     """
 
-    __slots__ = ("_check_nan", "_n", "_size", "_struct", "_tags")
+    __slots__ = ("_has_float", "_n", "_size", "_struct", "_tags")
 
     def __init__(self, specs: Sequence[FeatureField]) -> None:
         self._n = len(specs)
@@ -192,7 +216,7 @@ class RowDecoder:
             "<" + "".join("Bqd" if s.type is FieldType.FLOAT else "Bqq" for s in specs)
         )
         self._tags = tuple(TAG_FLOAT if s.type is FieldType.FLOAT else TAG_INT for s in specs)
-        self._check_nan = any(s.type is FieldType.FLOAT and not s.allow_nan for s in specs)
+        self._has_float = any(s.type is FieldType.FLOAT for s in specs)
 
     @staticmethod
     def for_specs(specs: Sequence[FeatureField]) -> RowDecoder | None:
@@ -219,9 +243,11 @@ class RowDecoder:
         if fields[0::3] != self._tags:
             return None
         values = fields[2::3]
-        if self._check_nan:
+        if self._has_float:
             total = sum(values)
-            if total != total:  # a NaN somewhere (or inf - inf): let `decode` sort it out
+            # A NaN or an infinity somewhere makes the sum non-finite: let `decode` sort it
+            # out value by value (NaN may be allowed, infinity never is).
+            if not math.isfinite(total):
                 return None
         stamps = fields[1::3]
         first = stamps[0]

@@ -234,6 +234,15 @@ def _describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _ttl_left_ms(w: PendingWrite, now: float) -> int | None:
+    """What is left of a write's TTL at `now` (0 = expired; None = no TTL)."""
+    if w.ttl_ms is None:
+        return None
+    if not w.queued_at:
+        return w.ttl_ms
+    return max(0, w.ttl_ms - int((now - w.queued_at) * 1000))
+
+
 class RedisFeatureStore(FeatureStore):
     """The `FeatureStore` client on Redis (see the module docstring)."""
 
@@ -976,8 +985,17 @@ class RedisFeatureStore(FeatureStore):
 
     async def _send_batch(self) -> None:
         size = 0
+        now = time.monotonic()
         while self._queue and len(self._batch) < _BATCH_MAX_WRITES and size < _BATCH_MAX_BYTES:
             item = self._queue.popleft()
+            w = item[1]
+            if _ttl_left_ms(w, now) == 0:
+                # The TTL runs from the put: a write that expired while it waited out an
+                # outage is not stored (it would come back to life), only counted.
+                self.stats.expired_in_buffer += 1
+                self._forget(item[0], w)
+                self._invalidate(w.key)
+                continue
             self._batch.append(item)
             size += sum(len(v) for v in item[1].fields.values())
         commands: list[Command] = []
@@ -987,8 +1005,12 @@ class RedisFeatureStore(FeatureStore):
                 hset.append(name)
                 hset.append(value)
             commands.append(tuple(hset))
-            if w.ttl_ms is not None:
-                commands.append(("PEXPIRE", w.key, w.ttl_ms))
+            left = _ttl_left_ms(w, now)
+            if left is not None:
+                commands.append(("PEXPIRE", w.key, left))
+        if not self._batch:  # everything taken had expired
+            self._notify()
+            return
         started = time.perf_counter()
         try:
             replies = await self._roundtrip(commands)

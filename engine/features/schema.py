@@ -140,9 +140,15 @@ class FeatureSet:
         if not values:
             raise FeatureError(f"feature set {self.ref} (entity {entity!r}): no values to write")
         out: dict[str, Value] = {}
+        by_name = self._by_name
         for name, value in values.items():
-            spec = self.field(name, entity)
-            out[name] = _validate_value(self, entity, spec, value)
+            spec = by_name.get(name)
+            if spec is None:
+                spec = self.field(name, entity)  # raises, naming the set, entity and field
+            if type(value) is float and spec.type is FieldType.FLOAT and math.isfinite(value):
+                out[name] = value  # the per-event common case
+            else:
+                out[name] = _validate_value(self, entity, spec, value)
         return out
 
     def describe(self) -> dict[str, Any]:

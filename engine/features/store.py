@@ -164,6 +164,8 @@ class FeatureStoreStats:
     errors: int = 0
     dropped_writes: int = 0
     """Queued writes dropped because the write buffer overflowed."""
+    expired_in_buffer: int = 0
+    """Queued writes whose TTL ran out before the backend was reachable (not stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,9 @@ class PendingWrite:
     key: str
     fields: EncodedRow
     ttl_ms: int | None
+    queued_at: float = 0.0
+    """`time.monotonic()` when the write was made: a TTL counts from then, not from when a
+    backend that was away finally stores it."""
 
 
 class FeatureStore(AsyncService, ABC):
@@ -219,8 +224,10 @@ class FeatureStore(AsyncService, ABC):
         """Called with the seconds each get/get_many took (metrics)."""
         self.write_latency: Callable[[float], None] | None = None
         """Called with the seconds each batch took to reach the backend (metrics)."""
-        self.write_observer: Callable[[FeatureSet, Mapping[str, Any]], None] | None = None
-        """Called with every validated row written (drift detection samples values here)."""
+        self._keys: dict[tuple[int, str], tuple[FeatureSet, str]] = {}
+        self.write_observer: Callable[[FeatureSet, str, Mapping[str, Any]], None] | None = None
+        """Called with (set, entity, validated values) of every row written (drift detection
+        samples values here)."""
 
     # ------------------------------------------------------------------------- public API
 
@@ -274,13 +281,21 @@ class FeatureStore(AsyncService, ABC):
         # The per-event path of agents: written out rather than delegated to put_many.
         checked = fs.validate(entity, values)
         if self.write_observer is not None:
-            self.write_observer(fs, checked)
+            self.write_observer(fs, entity, checked)
         ts_us = _ts_us(ts)
         field = fs.field
         encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
         self.stats.writes += 1
-        key = entity_key(self.namespace, fs, entity)
-        await self._write([PendingWrite(key, encoded, self._ttl_ms(fs, ttl_s))])
+        keys = self._keys
+        # Keyed by identity (a FeatureSet's dataclass hash walks all its fields); the entry
+        # keeps its set, so a recycled id can never hand out another set's key.
+        known = keys.get((id(fs), entity))
+        if known is None or known[0] is not fs:
+            known = keys[(id(fs), entity)] = (fs, entity_key(self.namespace, fs, entity))
+        key = known[1]
+        ttl_ms = self._ttl_ms(fs, ttl_s)
+        queued_at = time.monotonic() if ttl_ms is not None else 0.0
+        await self._write([PendingWrite(key, encoded, ttl_ms, queued_at)])
 
     async def put_many(
         self,
@@ -292,13 +307,16 @@ class FeatureStore(AsyncService, ABC):
         """Write several entities' features computed for event time `ts`."""
         ts_us = ts_to_us(ts)
         ttl_ms = self._ttl_ms(fs, ttl_s)
+        queued_at = time.monotonic() if ttl_ms is not None else 0.0
         writes: list[PendingWrite] = []
         for entity, values in rows.items():
             checked = fs.validate(entity, values)
             if self.write_observer is not None:
-                self.write_observer(fs, checked)
+                self.write_observer(fs, entity, checked)
             encoded = {name: encode(fs.field(name), v, ts_us) for name, v in checked.items()}
-            writes.append(PendingWrite(entity_key(self.namespace, fs, entity), encoded, ttl_ms))
+            writes.append(
+                PendingWrite(entity_key(self.namespace, fs, entity), encoded, ttl_ms, queued_at)
+            )
         self.stats.writes += len(writes)
         await self._write(writes)
 
@@ -476,6 +494,8 @@ class MemoryFeatureStore(FeatureStore):
         return self._active.get(name)
 
     def _live(self, key: str) -> dict[str, bytes] | None:
+        if not self._expires:  # no TTL anywhere: the common case of a replay
+            return self._data.get(key)
         deadline = self._expires.get(key)
         if deadline is not None and self._clock() >= deadline:
             self._data.pop(key, None)

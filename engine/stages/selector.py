@@ -55,9 +55,8 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(slots=True)
 class _Series:
-    returns: FloatArray
-    steps: npt.NDArray[np.int64]
-    """Step index of each slot (-1 = never written); a slot is valid iff its step is in window."""
+    row: int
+    """This symbol's row in the history's returns/steps matrices."""
     last_close: float
     last_step: int
 
@@ -75,6 +74,12 @@ class ReturnHistory:
         self.min_overlap = overlap
         self._step = -1
         self._series: dict[str, _Series] = {}
+        # One row per symbol: every symbol's window is read in one vectorised pass per step
+        # (the market features), so the buffers live in two matrices rather than per symbol.
+        self._returns = np.zeros((16, lookback), dtype=np.float64)
+        self._steps = np.full((16, lookback), -1, dtype=np.int64)
+        """Step index of each slot (-1 = never written); a slot is valid iff its step is in
+        the window."""
 
     @property
     def steps(self) -> int:
@@ -98,18 +103,21 @@ class ReturnHistory:
                 continue
             series = self._series.get(symbol)
             if series is None:
-                self._series[symbol] = _Series(
-                    returns=np.zeros(self.lookback, dtype=np.float64),
-                    steps=np.full(self.lookback, -1, dtype=np.int64),
-                    last_close=close,
-                    last_step=t,
-                )
+                row = len(self._series)
+                if row == self._returns.shape[0]:
+                    self._grow()
+                self._series[symbol] = _Series(row=row, last_close=close, last_step=t)
                 continue
             if series.last_step == t - 1:
-                series.returns[slot] = close / series.last_close - 1.0
-                series.steps[slot] = t
+                self._returns[series.row, slot] = close / series.last_close - 1.0
+                self._steps[series.row, slot] = t
             series.last_close = close
             series.last_step = t
+
+    def _grow(self) -> None:
+        rows = self._returns.shape[0]
+        self._returns = np.vstack([self._returns, np.zeros_like(self._returns)])
+        self._steps = np.vstack([self._steps, np.full((rows, self.lookback), -1, np.int64)])
 
     def last_close(self, symbol: str) -> float:
         """The symbol's latest valid close (KeyError if it never had one)."""
@@ -136,14 +144,13 @@ class ReturnHistory:
         # Column c holds step t - n + 1 + c, whose slot is (t - n + 1 + c) % n.
         column_steps = np.arange(t - n + 1, t + 1, dtype=np.int64)
         order = column_steps % n
-        rows = [i for i, symbol in enumerate(symbols) if symbol in self._series]
+        known = self._series
+        rows = [i for i, symbol in enumerate(symbols) if symbol in known]
         if not rows:
             return values, mask
-        # One vectorised pass over every known symbol (this runs once per step for all of
-        # them when the market features are written).
-        series = [self._series[symbols[i]] for i in rows]
-        steps = np.stack([s.steps for s in series])[:, order]
-        returns = np.stack([s.returns for s in series])[:, order]
+        index = np.fromiter((known[symbols[i]].row for i in rows), dtype=np.intp, count=len(rows))
+        steps = self._steps[index[:, None], order]
+        returns = self._returns[index[:, None], order]
         # Valid iff the slot was written at that very step (-1 marks never written).
         valid = (steps == column_steps) & (column_steps >= 0)
         mask[rows] = valid

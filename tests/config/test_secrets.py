@@ -217,3 +217,22 @@ def test_schema_when_generated_then_secret_fields_marked_secret_and_write_only()
     # Assert
     assert redis_password["secret"] is True
     assert any(option.get("writeOnly") for option in redis_password["anyOf"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://cache.local:6380/2?password={PASSWORD}",
+        f"redis://:{PASSWORD}#x@cache.local:6380/2",  # an unescaped "#" hides the user info
+    ],
+)
+def test_load_when_redis_url_hides_a_password_elsewhere_then_rejected_without_it(
+    url: str,
+) -> None:
+    # Act
+    error = _load_error(f'[feature_store.redis]\nurl = "{url}"\n', env={})
+    # Assert
+    (problem,) = error.problems
+    assert problem.path == "feature_store.redis.url"
+    assert "TRADEENGINE__FEATURE_STORE__REDIS__PASSWORD" in problem.message
+    assert PASSWORD not in _all_text_of(error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from prometheus_client import generate_latest
 
 from config import EngineConfig
 from engine.app import Engine, RunOptions
@@ -50,15 +53,18 @@ def _on_redis(cfg: EngineConfig, url: str, *, near_cache: bool = False) -> Engin
     )
 
 
+@pytest.mark.parametrize("near_cache", [False, True], ids=["no-near-cache", "near-cache"])
 async def test_replay_when_backend_is_redis_then_decisions_identical_to_memory(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, near_cache: bool
 ) -> None:
     # Arrange
     start, end = date(2005, 1, 1), date(2007, 12, 31)
     base = default_config()
     # Act
     memory = await replay(base, tmp_path / "run_memory", start, end)
-    on_redis = await replay(_on_redis(base, redis_server.url), tmp_path / "run_redis", start, end)
+    on_redis = await replay(
+        _on_redis(base, redis_server.url, near_cache=near_cache), tmp_path / "run_redis", start, end
+    )
     # Assert: every journal table byte-identical (the config hash ignores no trading setting,
     # but the backend is part of it, so decisions are compared without their hash)
     for table in ("orders", "fills", "snapshots"):
@@ -74,6 +80,13 @@ async def test_replay_when_backend_is_redis_then_decisions_identical_to_memory(
     )
     assert on_redis.engine.pipeline is not None
     assert on_redis.engine.pipeline.stats.intents > 0
+    # the store's metrics and the drift evaluated at stop are exported
+    metrics = generate_latest(on_redis.engine.telemetry.metrics.registry).decode()
+    reads = re.search(r'tradeengine_feature_store_reads_total\{backend="redis"\} (\S+)', metrics)
+    assert reads is not None
+    assert float(reads.group(1)) > 100
+    assert 'tradeengine_feature_drift_psi{feature="score",feature_set="tsmom:v1"}' in metrics
+    assert "tradeengine_feature_store_read_duration_seconds_count" in metrics
     # and the features really are in Redis, under the namespaced, versioned key layout
     raw = redis_server.client()
     try:

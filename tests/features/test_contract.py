@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import lz4.block
 import numpy as np
 import pytest
 import redis.asyncio as redis
@@ -603,3 +604,41 @@ async def test_get_when_wide_row_holds_a_corrupt_value_then_only_that_field_miss
         e["event"] == "corrupt feature value treated as missing" and e["field"] == "f07"
         for e in logs
     )
+
+
+CORRUPT_OTHER: list[tuple[str, str, bytes]] = [
+    (
+        "lz4 shorter than its header says",
+        "history",
+        b"\x05"
+        + b"\x00" * 8
+        + struct.pack("<I", 24)
+        + lz4.block.compress(b"abc", store_size=False),
+    ),
+    ("lz4 garbage", "history", b"\x05" + b"\x00" * 8 + struct.pack("<I", 16) + b"\xff" * 5),
+    ("raw array not whole float64s", "history", b"\x04" + b"\x00" * 8 + b"abc"),
+    ("infinity in an array", "history", b"\x04" + b"\x00" * 8 + struct.pack("<d", math.inf)),
+    ("NaN in a NaN-free array", "history", b"\x04" + b"\x00" * 8 + struct.pack("<d", math.nan)),
+    ("str not UTF-8", "venue", b"\x03" + b"\x00" * 8 + b"\xff\xfe"),
+    ("infinity in a float", "close", b"\x01" + b"\x00" * 8 + struct.pack("<d", math.inf)),
+]
+
+
+@pytest.mark.parametrize(
+    ("field_name", "data"), [c[1:] for c in CORRUPT_OTHER], ids=[c[0] for c in CORRUPT_OTHER]
+)
+async def test_get_many_when_array_or_str_bytes_corrupt_then_missing_never_raises(
+    backend: Backend, field_name: str, data: bytes
+) -> None:
+    # Arrange
+    good = {"close": 1.0, "venue": "NYSE", "history": np.arange(3, dtype=np.float64)}
+    await backend.store.put_many(PRICES, {"AAPL": good, "MSFT": good}, TS)
+    await backend.store.flush()
+    await backend.write_raw(entity_key(NS, PRICES, "AAPL"), field_name, data)
+    # Act
+    with capture_logs() as logs:
+        rows = await backend.store.get_many(PRICES, ["AAPL", "MSFT"])
+    # Assert: only the corrupt field is missing; the other entity is untouched
+    assert set(rows["AAPL"]) == set(good) - {field_name}
+    assert set(rows["MSFT"]) == set(good)
+    assert any(e["event"] == "corrupt feature value treated as missing" for e in logs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -291,3 +292,29 @@ async def test_get_when_key_is_not_a_hash_then_reported_counted_and_missing(
         reports = [e for e in logs if e["event"] == "feature key unreadable, treated as missing"]
         assert len(reports) == 1
         assert (reports[0]["feature_set"], reports[0]["entity"]) == ("prices:v1", "ODD")
+
+
+async def test_put_when_ttl_runs_out_during_outage_then_not_stored_and_rest_keeps_its_age(
+    redis_server: RedisServer,
+) -> None:
+    # Arrange
+    raw = redis_server.client()
+    async with make_store(redis_server.url, near=False) as store:
+        await store.put(PRICES, "WARM", {"close": 1.0}, TS)
+        await store.flush()
+        await redis_server.stop()
+        # Act: during the outage, one write with a short TTL and one with a long one
+        await store.put(PRICES, "SHORT", {"close": 2.0}, TS, ttl_s=0.2)
+        await store.put(PRICES, "LONG", {"close": 3.0}, TS, ttl_s=60.0)
+        await wait_until(lambda: store.state == "DEGRADED", what="store DEGRADED")
+        await asyncio.sleep(0.4)  # the short TTL runs out while Redis is away
+        await redis_server.restart()
+        await wait_until(lambda: store.state == "RUNNING", what="state RUNNING after restart")
+        await store.flush(timeout_s=10)
+        # Assert: the expired write did not come back to life; the other keeps its age
+        assert not await raw.exists(entity_key(NS, PRICES, "SHORT"))
+        assert store.stats.expired_in_buffer == 1
+        ttl_ms = await raw.pttl(entity_key(NS, PRICES, "LONG"))
+        assert 0 < ttl_ms <= 59_700
+        assert await store.get(PRICES, "SHORT") == {}
+    await raw.aclose()
