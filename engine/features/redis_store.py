@@ -788,14 +788,7 @@ class RedisFeatureStore(FeatureStore):
                 try:
                     row[name] = decode(fs.field(name), data, stale=True)
                 except CorruptValueError as exc:
-                    self.stats.corrupt += 1
-                    self.log.warning(
-                        "corrupt feature value treated as missing",
-                        feature_set=fs.ref,
-                        entity=entity,
-                        field=name,
-                        error=str(exc),
-                    )
+                    self._report_corrupt(fs, entity, name, exc)
             out[entity] = row
         if count and self._near.enabled:
             self.stats.hits += hits

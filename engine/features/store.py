@@ -399,15 +399,21 @@ class FeatureStore(AsyncService, ABC):
             try:
                 row[name] = decode(spec, data)
             except CorruptValueError as exc:
-                self.stats.corrupt += 1
-                self.log.warning(
-                    "corrupt feature value treated as missing",
-                    feature_set=fs.ref,
-                    entity=entity,
-                    field=name,
-                    error=str(exc),
-                )
+                self._report_corrupt(fs, entity, name, exc)
         return row
+
+    def _report_corrupt(
+        self, fs: FeatureSet, entity: str, name: str, exc: CorruptValueError
+    ) -> None:
+        """A stored value did not decode: count and log it; the caller treats it as missing."""
+        self.stats.corrupt += 1
+        self.log.warning(
+            "corrupt feature value treated as missing",
+            feature_set=fs.ref,
+            entity=entity,
+            field=name,
+            error=str(exc),
+        )
 
     def _set_state(self, state: str, reason: str) -> None:
         if state == self.state and reason == self.state_reason:
