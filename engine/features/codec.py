@@ -61,6 +61,15 @@ class CorruptValueError(ValueError):
     """Stored bytes that do not decode as the declared feature."""
 
 
+def stored_ts_us(data: bytes) -> int | None:
+    """The event time (microseconds since the epoch) in a stored value's header, read without
+    decoding the value (sizes and ages for `tradeengine features`); None without a header."""
+    if len(data) < _HEADER.size:
+        return None
+    ts_us: int = _HEADER.unpack_from(data)[1]
+    return ts_us
+
+
 def ts_to_us(ts: datetime) -> int:
     if ts.tzinfo is None:
         raise ValueError(f"feature timestamps must be timezone-aware, got {ts!r}")
@@ -267,6 +276,7 @@ __all__ = [
     "RowDecoder",
     "decode",
     "encode",
+    "stored_ts_us",
     "ts_of_us",
     "ts_to_us",
     "us_to_ts",

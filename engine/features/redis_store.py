@@ -83,7 +83,7 @@ from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.models import NearCacheConfig, RedisConfig
-from engine.features.codec import CorruptValueError, decode, us_to_ts
+from engine.features.codec import CorruptValueError, decode, stored_ts_us, us_to_ts
 from engine.features.schema import FeatureSet, FeatureValue
 from engine.features.store import (
     DecodedRow,
@@ -1345,8 +1345,8 @@ class RedisFeatureStore(FeatureStore):
                 else:  # MEMORY refused (ACL): count the values' bytes instead
                     size += sum(len(v) for v in values)
                 for value in values:
-                    if len(value) >= 9:
-                        ts_us = int.from_bytes(value[1:9], "little", signed=True)
+                    ts_us = stored_ts_us(value)
+                    if ts_us is not None:
                         newest = ts_us if newest is None else max(newest, ts_us)
         return size, newest
 

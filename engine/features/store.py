@@ -35,6 +35,7 @@ from engine.features.codec import (
     RowDecoder,
     decode,
     encode,
+    stored_ts_us,
     ts_to_us,
     us_to_ts,
 )
@@ -476,8 +477,9 @@ class MemoryFeatureStore(FeatureStore):
             for key in keys:
                 for data in self._data[key].values():
                     size += len(data)
-                    ts_us = int.from_bytes(data[1:9], "little", signed=True)
-                    newest = ts_us if newest is None else max(newest, ts_us)
+                    ts_us = stored_ts_us(data)
+                    if ts_us is not None:
+                        newest = ts_us if newest is None else max(newest, ts_us)
             out.append(
                 SetInfo(
                     name=name,

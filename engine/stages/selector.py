@@ -125,16 +125,12 @@ class ReturnHistory:
 
     def returns(self, symbol: str) -> FloatArray:
         """The symbol's returns in the window, oldest first, NaN where it has none."""
-        values, _ = self._matrix([symbol])
+        values, _ = self.matrix([symbol])
         row: FloatArray = values[0]
         return row
 
     def matrix(self, symbols: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """K x lookback returns (columns oldest -> newest, NaN where none) and validity."""
-        return self._matrix(symbols)
-
-    def _matrix(self, symbols: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        """K x lookback returns (columns oldest -> newest) and the validity mask."""
         k, n = len(symbols), self.lookback
         values = np.full((k, n), np.nan, dtype=np.float64)
         mask = np.zeros((k, n), dtype=np.bool_)
@@ -159,7 +155,7 @@ class ReturnHistory:
 
     def correlation(self, symbols: Sequence[str]) -> FloatArray:
         """K x K pairwise-complete correlations; unknown pairs are 1.0 (see module doc)."""
-        values, mask = self._matrix(symbols)
+        values, mask = self.matrix(symbols)
         return pairwise_correlation(values, mask, self.min_overlap)
 
 
