@@ -724,6 +724,36 @@ class FeatureStoreConfig(ConfigModel):
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
+class RegimeConfig(ConfigModel):
+    """The ``[regime]`` table: the shared regime model (``engine.regime``) that labels every
+    symbol, and the market, at every step before agents see the step's bars."""
+
+    enabled: bool = True
+    vol_halflife: float = Field(default=21.0, gt=0)
+    """Half-life (bars) of the short EWMA volatility of daily log returns."""
+    vol_long_halflife: float = Field(default=252.0, gt=0)
+    """Half-life (bars) of the long-run EWMA volatility the short one is compared with."""
+    trend_window: int = Field(default=200, ge=2)
+    """Bars of the simple moving average the trend is measured against."""
+    trend_band: float = Field(default=0.5, ge=0)
+    """|trend z| above this is a trend: z = log(close / SMA) / (long vol x sqrt(window / 2))."""
+    volatile_ratio: float = Field(default=1.25, gt=0)
+    """Short / long volatility at or above this is volatile."""
+    crisis_ratio: float = Field(default=2.0, gt=0)
+    """Short / long volatility at or above this, in a downtrend, is a crisis."""
+    min_obs: int = Field(default=60, ge=2)
+    """Returns seen before a symbol's regime is anything but unknown."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegimeConfig:
+        if self.crisis_ratio < self.volatile_ratio:
+            raise ValueError(
+                f"crisis_ratio ({self.crisis_ratio}) must be >= volatile_ratio "
+                f"({self.volatile_ratio})"
+            )
+        return self
+
+
 # ---------------------------------------------------------------------------------------- kafka
 
 
@@ -934,6 +964,7 @@ class EngineConfig(ConfigModel):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    regime: RegimeConfig = Field(default_factory=RegimeConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 

@@ -2,7 +2,8 @@
 
 An agent is a plugin coroutine hosted by the engine's event loop. It sees exactly four things of
 the engine: `self.clock`, `self.log`, `self.params` (its own validated, typed parameters) and
-`self.signal(...)` to emit a forecast (`self.features` arrives with the feature store). It never
+`self.signal(...)` to emit a forecast, plus the shared feature store (`self.features`) and the
+shared regime model's labels (`await self.regime(symbol)`). It never
 sees the bus, watermarks, other agents or the wall clock; the supervisor (`engine.supervisor`)
 feeds it events, publishes what it emits, and keeps it alive.
 
@@ -39,6 +40,7 @@ from contracts import (
 )
 from engine.clock import Clock
 from engine.features.store import FeatureStore
+from engine.regime import MARKET_ENTITY, RegimeReader
 from engine.telemetry.logging import Logger
 
 
@@ -95,6 +97,7 @@ class Agent(Generic[P]):
         self._log = context.log.bind(agent=name)
         self._outbox: list[Signal] = []
         self._current: Contract | None = None
+        self._regimes: RegimeReader | None = None
 
     # -- what the agent sees -------------------------------------------------------------------
 
@@ -127,6 +130,18 @@ class Agent(Generic[P]):
                 "engine.testing.AgentHarness or inside an Engine)"
             )
         return store
+
+    async def regime(self, symbol: str = MARKET_ENTITY) -> Regime:
+        """The shared regime model's label of `symbol` (default: the market) at the event being
+        handled: the same value every agent and stage reads for that (symbol, step), written to
+        the feature store by the engine before the step's bars are published (see
+        `engine.regime`). ``Regime.UNKNOWN`` while the model is warming up or has no data."""
+        reader = self._regimes
+        if reader is None:
+            reader = self._regimes = RegimeReader(self.features)
+        current = self._current
+        ts = current.ts_event if current is not None else self._context.clock.now()
+        return await reader.get(symbol, ts)
 
     def subscriptions(self) -> Sequence[str]:
         """Topic patterns this agent consumes; by default, those its overridden hooks handle."""

@@ -42,6 +42,7 @@ from engine.features.store import FeatureStore, MemoryFeatureStore
 from engine.lifecycle import AsyncService
 from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
 from engine.pipeline import TradingPipeline
+from engine.regime import RegimeService
 from engine.rundir import RunDirError, create_run_dir
 from engine.sources.replay import LoadedSource, ReplayDataError, ReplayFeed, load_source
 from engine.stages.blender import BlenderStage, blend_policy_from_config
@@ -178,6 +179,8 @@ class Engine(AsyncService):
         self._stopped = False
         self.features: FeatureStore | None = None
         self.drift: DriftMonitor | None = None
+        self.regimes: RegimeService | None = None
+        """The shared regime model (None with ``regime.enabled = false``)."""
         self._drift_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._started_at = 0.0
@@ -388,6 +391,11 @@ class Engine(AsyncService):
         if store.state == "RUNNING":
             self.health.set(FEATURE_STORE_COMPONENT, ComponentState.RUNNING, cfg.backend)
         await store.register(MARKET)
+        if self.config.regime.enabled:
+            self.regimes = RegimeService(
+                self.config.regime, store, get_logger("engine").bind(subsystem="regime")
+            )
+            await self.regimes.start()
         if cfg.drift.enabled:
             self.drift = DriftMonitor(
                 window=cfg.drift.window,
@@ -568,6 +576,7 @@ class Engine(AsyncService):
             speed=speed,
             step_done=self.pipeline.step_done,
             chain=self.telemetry.chain,
+            before_publish=self.regimes.observe_batch if self.regimes is not None else None,
         )
         self.steps_total = feed.steps_total
         self.health.set("replay", ComponentState.RUNNING, f"{feed.steps_total} steps to replay")

@@ -66,9 +66,22 @@ weighted sums updated West/Welford-style (centred co-moments, no catastrophic ca
 refit over history; the small k x k solve (Cholesky) is redone after each sample, or after every
 ``refit_every`` samples.
 
+Regimes (partial pooling). With ``update(..., regime=g)`` (a calibration group of the shared
+regime model, see :func:`regime_group`) a second model per group learns from the samples whose
+forecast was made in regime g, and the emitted forecast is
+
+    pred = pred_pooled + w_g * (pred_g - pred_pooled),   w_g = n_eff_g / (n_eff_g + regime_prior)
+
+so a rare regime (a crisis) leans on the pooled model until it has evidence of its own, and a
+common one is driven by its own coefficients. Sigma is the RMS of the out-of-sample errors of
+the forecasts actually emitted in regime g (once ``min_regime_errors`` exist; the pooled
+model's before), so a regime where the indicator misleads gets a wider sigma. Confidence is
+weighted like mu. ``regime_fits()`` exposes each group's coefficients and error RMS: the
+evidence that the mapping differs by regime.
+
 Also here: small generic O(1) helpers agents share - :class:`RingBuffer` (fixed-size history with
-a running sum), :class:`EwMoments` (exponentially weighted mean and volatility) and
-:func:`trend_vol_regime`, an interim rule-based regime label.
+a running sum) and :class:`EwMoments` (exponentially weighted mean and volatility). The agent
+side (params, per-symbol state, emission rules) is `engine.calibrated`.
 """
 
 from __future__ import annotations
@@ -77,8 +90,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Final
 
 from contracts import Regime
 
@@ -115,10 +127,18 @@ class Estimate:
     mu: float
     sigma: float
     fit: Fit
+    regime_fit: Fit | None = None
+    """The model of the regime the forecast was made in (None: made without a regime)."""
+    regime_weight: float = 0.0
+    """Weight of `regime_fit` in mu (partial pooling, see "Regimes" in the module docstring)."""
+    blended_confidence: float | None = None
 
     @property
     def confidence(self) -> float:
-        """In [0, 1]: sample adequacy x significance of the slopes (see the module docstring)."""
+        """In [0, 1]: sample adequacy x significance of the slopes (see the module docstring);
+        with a regime, the pooled and regime models' confidences weighted like their mu's."""
+        if self.blended_confidence is not None:
+            return self.blended_confidence
         return self.fit.confidence
 
     @property
@@ -167,6 +187,7 @@ class _Model:
         "my",
         "n",
         "n_at_fit",
+        "n_errors",
         "w",
         "w2",
     )
@@ -184,6 +205,7 @@ class _Model:
         self.cyy = 0.0
         self.err_w = 0.0
         self.err_mse = 0.0
+        self.n_errors = 0
         self.keys: set[str] = set()
         self.fit: Fit | None = None
 
@@ -193,6 +215,7 @@ class _Model:
             return
         self.err_w = lam * self.err_w + 1.0
         self.err_mse += (sq - self.err_mse) / self.err_w
+        self.n_errors += 1
 
     def add(self, xs: tuple[float, ...], y: float, lam: float) -> bool:
         """Add one sample with decay `lam` on the old ones; False (state unchanged) on overflow."""
@@ -312,6 +335,12 @@ class _Model:
         return fit
 
 
+def _predict(fit: Fit, xs: tuple[float, ...]) -> float:
+    if len(xs) == 1:
+        return fit.alpha + fit.betas[0] * xs[0]
+    return fit.alpha + sum(b * v for b, v in zip(fit.betas, xs, strict=True))
+
+
 def _confidence(wald: float, k: int, n_eff: float, confidence_n: float) -> float:
     """Sample adequacy x the empirical-Bayes signal share of the slopes (module docstring)."""
     signal_share = 1.0 - k / wald if wald > k else 0.0
@@ -381,8 +410,56 @@ def _spd_solve(a: list[list[float]], b: list[float]) -> tuple[list[float], list[
     return x, inv_diag
 
 
-_Entry = tuple[tuple[float, ...] | None, float, float, float | None]
-"""(features, price, scale, prediction in scale units) remembered for one past update."""
+_Entry = tuple[tuple[float, ...] | None, float, float, float | None, str | None, float | None]
+"""(features, price, scale, pooled prediction, regime group, emitted prediction), the
+predictions in scale units, remembered for one past update."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeFit:
+    """One regime group's model as it stands: coefficients, and the RMS of the out-of-sample
+    errors of the forecasts emitted in that regime (in scale units; NaN before any)."""
+
+    fit: Fit
+    rmse: float
+    n_errors: int
+
+
+REGIME_GROUPINGS: Final = ("none", "volatility", "trend", "full")
+
+_VOL_GROUP: Final = {
+    Regime.CALM_UPTREND: "calm",
+    Regime.CALM_RANGE: "calm",
+    Regime.CALM_DOWNTREND: "calm",
+    Regime.VOLATILE_UPTREND: "volatile",
+    Regime.VOLATILE_RANGE: "volatile",
+    Regime.VOLATILE_DOWNTREND: "volatile",
+    Regime.CRISIS: "crisis",
+}
+_TREND_GROUP: Final = {
+    Regime.CALM_UPTREND: "up",
+    Regime.VOLATILE_UPTREND: "up",
+    Regime.CALM_RANGE: "range",
+    Regime.VOLATILE_RANGE: "range",
+    Regime.CALM_DOWNTREND: "down",
+    Regime.VOLATILE_DOWNTREND: "down",
+    Regime.CRISIS: "down",
+}
+
+
+def regime_group(regime: Regime, grouping: str) -> str | None:
+    """The calibration group of `regime` under `grouping` (one of REGIME_GROUPINGS):
+    ``volatility`` = calm | volatile | crisis, ``trend`` = up | range | down, ``full`` = the
+    regime itself, ``none`` = no conditioning. None (the pooled model alone) for UNKNOWN."""
+    if grouping == "none" or regime is Regime.UNKNOWN:
+        return None
+    if grouping == "volatility":
+        return _VOL_GROUP[regime]
+    if grouping == "trend":
+        return _TREND_GROUP[regime]
+    if grouping == "full":
+        return regime.value
+    raise ValueError(f"unknown regime grouping {grouping!r}; expected one of {REGIME_GROUPINGS}")
 
 
 class ForwardReturnCalibrator:
@@ -425,6 +502,8 @@ class ForwardReturnCalibrator:
         sigma_floor: float = 1e-4,
         confidence_n: float = 20.0,
         refit_every: int = 1,
+        regime_prior: float = 50.0,
+        min_regime_errors: int = 100,
     ) -> None:
         if horizon_bars < 1:
             raise ValueError(f"horizon_bars must be >= 1, got {horizon_bars}")
@@ -446,6 +525,10 @@ class ForwardReturnCalibrator:
             raise ValueError(f"confidence_n must be > 0, got {confidence_n}")
         if refit_every < 1:
             raise ValueError(f"refit_every must be >= 1, got {refit_every}")
+        if not regime_prior > 0.0:
+            raise ValueError(f"regime_prior must be > 0, got {regime_prior}")
+        if min_regime_errors < 1:
+            raise ValueError(f"min_regime_errors must be >= 1, got {min_regime_errors}")
         self.horizon_bars = horizon_bars
         self.n_features = n_features
         self.halflife_bars = halflife_bars
@@ -459,6 +542,9 @@ class ForwardReturnCalibrator:
         self.sigma_floor = sigma_floor
         self.confidence_n = confidence_n
         self.refit_every = refit_every
+        self.regime_prior = regime_prior
+        self.min_regime_errors = min_regime_errors
+        self._regime_models: dict[tuple[str, str], _Model] = {}
         self._history: dict[str, deque[_Entry]] = {}
         self._pool = _Model(n_features)
         self._models: dict[str, _Model] = {}
@@ -475,13 +561,15 @@ class ForwardReturnCalibrator:
         price: float,
         *,
         scale: float = 1.0,
+        regime: str | None = None,
     ) -> Estimate | None:
         """Record bar t of `key` and return the calibrated forecast for t -> t + h, if any.
 
         `x` is the indicator known at this bar (None while not computable; non-finite counts as
         None), `price` the bar's close (finite, > 0), `scale` the ex-ante scale of the forward
-        return (finite, > 0; e.g. volatility over the horizon). Returns None while `x` is None
-        or fewer than `min_samples` samples have been realized.
+        return (finite, > 0; e.g. volatility over the horizon), `regime` the calibration group
+        of the regime at this bar (see `regime_group`; None: pooled model only). Returns None
+        while `x` is None or fewer than `min_samples` samples have been realized.
         """
         if not (price > 0.0 and math.isfinite(price)):
             raise ValueError(f"price must be finite and > 0, got {price!r}")
@@ -501,7 +589,7 @@ class ForwardReturnCalibrator:
 
         # 1. the entry made h bars ago has completed its horizon: score it, then learn from it
         if len(history) == self.horizon_bars:
-            x0, price0, scale0, pred0 = history[0]
+            x0, price0, scale0, pred0, group0, used0 = history[0]
             if x0 is not None:
                 y = (price / price0 - 1.0) / scale0
                 if math.isfinite(y):
@@ -513,33 +601,91 @@ class ForwardReturnCalibrator:
                         model.add_error(y - pred0, lam_err)
                     if not model.add(x0, y, lam):
                         self.skipped += 1
+                    if group0 is not None:
+                        self._learn_regime(key, group0, x0, y, used0)
                 else:
                     self.skipped += 1
 
         # 2. predict from the current x with the coefficients as they are now
         if xs is None:
-            history.append((None, price, scale, None))
+            history.append((None, price, scale, None, None, None))
             return None
         fit = model.fit
         if fit is None or model.n - model.n_at_fit >= self.refit_every:
             fit = model.solve(self._n_eff(model), self.shrinkage, self.confidence_n)
-        if len(xs) == 1:
-            pred = fit.alpha + fit.betas[0] * xs[0]
-        else:
-            pred = fit.alpha + sum(b * v for b, v in zip(fit.betas, xs, strict=True))
+        pred = _predict(fit, xs)
         if not math.isfinite(pred):
-            history.append((xs, price, scale, None))
+            history.append((xs, price, scale, None, None, None))
             return None
-        history.append((xs, price, scale, pred))
+        if regime is None:
+            history.append((xs, price, scale, pred, None, pred))
+            if model.n < self.min_samples:
+                return None
+            return self._estimate(scale, pred, model.err_mse, fit)
+        # Partial pooling: the regime model's forecast weighs in by its effective sample size
+        # against `regime_prior` pseudo-samples of the pooled forecast.
+        gmodel = self._regime_model(key, regime)
+        gfit = gmodel.fit
+        if gfit is None or gmodel.n - gmodel.n_at_fit >= self.refit_every:
+            gfit = gmodel.solve(self._n_eff(gmodel), self.shrinkage, self.confidence_n)
+        gpred = _predict(gfit, xs)
+        weight = gfit.n_eff / (gfit.n_eff + self.regime_prior) if math.isfinite(gpred) else 0.0
+        used = pred + weight * (gpred - pred) if weight > 0.0 else pred
+        history.append((xs, price, scale, pred, regime, used))
         if model.n < self.min_samples:
             return None
+        mse = gmodel.err_mse if gmodel.n_errors >= self.min_regime_errors else model.err_mse
+        est = self._estimate(scale, used, mse, fit)
+        if est is None:
+            return None
+        conf = fit.confidence + weight * (gfit.confidence - fit.confidence)
+        return Estimate(est.mu, est.sigma, fit, gfit, weight, min(1.0, max(0.0, conf)))
+
+    def regime_fits(self, key: str | None = None) -> dict[str, RegimeFit]:
+        """Every regime group's model as it stands (of the pooled model, or of `key`'s when not
+        pooled): coefficients, out-of-sample RMSE (scale units) and error count."""
+        owner = "" if self.pooled or key is None else key
+        out: dict[str, RegimeFit] = {}
+        for (k, group), model in sorted(self._regime_models.items()):
+            if k != owner:
+                continue
+            fit = model.solve(self._n_eff(model), self.shrinkage, self.confidence_n)
+            rmse = math.sqrt(model.err_mse) if model.n_errors else math.nan
+            out[group] = RegimeFit(fit, rmse, model.n_errors)
+        return out
+
+    def reset(self, key: str) -> None:
+        """Forget `key`'s pending forecasts (e.g. after a gap in its data): no sample is formed
+        across the break. What the models already learned is kept."""
+        self._history.pop(key, None)
+
+    def _estimate(self, scale: float, pred: float, mse: float, fit: Fit) -> Estimate | None:
         mu = scale * pred
-        sigma = scale * math.sqrt(model.err_mse)
+        sigma = scale * math.sqrt(mse)
         if sigma < self.sigma_floor:
             sigma = self.sigma_floor
         if not (math.isfinite(mu) and math.isfinite(sigma)):
             return None
         return Estimate(mu, sigma, fit)
+
+    def _regime_model(self, key: str, group: str) -> _Model:
+        owner = "" if self.pooled else key
+        model = self._regime_models.get((owner, group))
+        if model is None:
+            model = self._regime_models[(owner, group)] = _Model(self.n_features)
+        return model
+
+    def _learn_regime(
+        self, key: str, group: str, x0: tuple[float, ...], y: float, used0: float | None
+    ) -> None:
+        gmodel = self._regime_model(key, group)
+        keys = gmodel.keys
+        if key not in keys:
+            keys.add(key)
+        lam, lam_err = self._lambdas(len(keys))
+        if used0 is not None:
+            gmodel.add_error(y - used0, lam_err)
+        gmodel.add(x0, y, lam)
 
     def n_samples(self, key: str | None = None) -> int:
         """Realized samples in the pooled model, or in `key`'s model (the pool when pooled)."""
@@ -720,131 +866,13 @@ class EwMoments:
         return math.sqrt(self.variance)
 
 
-def trend_vol_regime(
-    price: float,
-    trend_level: float | None,
-    vol: float | None,
-    vol_long: float | None,
-    *,
-    trend_band: float = 0.02,
-    volatile_ratio: float = 1.25,
-    crisis_ratio: float = 2.0,
-) -> Regime:
-    """An interim, rule-based regime label from an instrument's own data (O(1)).
-
-    Trend: ``price / trend_level - 1`` (e.g. trend_level = the 200-bar SMA) above +trend_band is
-    an uptrend, below -trend_band a downtrend, else a range. Volatility: the ratio of a recent
-    volatility to a long-run one; at least `volatile_ratio` is volatile, at least
-    `crisis_ratio` with a downtrend is a crisis. Unknown while any input is missing. To be
-    superseded by the shared regime model.
-    """
-    if trend_level is None or vol is None or vol_long is None or trend_level <= 0.0:
-        return Regime.UNKNOWN
-    if not vol_long > 0.0:
-        return Regime.UNKNOWN
-    trend = price / trend_level - 1.0
-    ratio = vol / vol_long
-    if trend > trend_band:
-        return Regime.VOLATILE_UPTREND if ratio >= volatile_ratio else Regime.CALM_UPTREND
-    if trend < -trend_band:
-        if ratio >= crisis_ratio:
-            return Regime.CRISIS
-        return Regime.VOLATILE_DOWNTREND if ratio >= volatile_ratio else Regime.CALM_DOWNTREND
-    return Regime.VOLATILE_RANGE if ratio >= volatile_ratio else Regime.CALM_RANGE
-
-
 __all__ = [
+    "REGIME_GROUPINGS",
     "Estimate",
     "EwMoments",
     "Fit",
     "ForwardReturnCalibrator",
+    "RegimeFit",
     "RingBuffer",
-    "trend_vol_regime",
+    "regime_group",
 ]
-
-
-class CalibratedAgentParams(BaseModel):
-    """Parameters every calibrated agent shares: volatility scaling, the regime rule, the
-    walk-forward calibrator, and whether zero-confidence signals are emitted.
-
-    Plugin params models subclass it, add their own fields and may override defaults (redeclare
-    the field); `calibrator(...)` builds the calibrator from them.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    vol_halflife: float = Field(default=42.0, gt=0, description="EW volatility half-life, bars")
-    vol_long_halflife: float = Field(default=252.0, gt=0, description="Long-run vol (regime)")
-    min_vol_obs: int = Field(default=20, ge=2, description="Returns seen before vol is trusted")
-    vol_floor: float = Field(
-        default=0.003, gt=0, description="Floor of the daily vol: stale quotes must not shrink it"
-    )
-    trend_window: int = Field(default=200, ge=2, description="SMA window of the regime trend")
-    pooled: bool = Field(default=True, description="One model for all symbols, or one each")
-    halflife_bars: float = Field(default=756.0, gt=0, description="Calibration memory, bars")
-    error_halflife_bars: float = Field(default=126.0, gt=0, description="Memory of sigma, bars")
-    min_samples: int = Field(default=1000, ge=1, description="Realized samples before emitting")
-    shrinkage: float = Field(default=10.0, ge=0, description="Ridge prior, effective samples")
-    cross_correlation: float = Field(
-        default=0.3, ge=0, le=1, description="Assumed avg. correlation across pooled symbols"
-    )
-    refit_every: int = Field(
-        default=20, ge=1, description="Samples between regression solves (20: about once a bar)"
-    )
-    emit_zero_confidence: bool = Field(
-        default=False,
-        description="Also emit signals whose calibrated confidence is 0 (they get no weight)",
-    )
-
-    def calibrator(self, horizon_bars: int, *, n_features: int = 1) -> ForwardReturnCalibrator:
-        return ForwardReturnCalibrator(
-            horizon_bars,
-            n_features=n_features,
-            halflife_bars=self.halflife_bars,
-            error_halflife_bars=self.error_halflife_bars,
-            min_samples=self.min_samples,
-            shrinkage=self.shrinkage,
-            pooled=self.pooled,
-            cross_correlation=self.cross_correlation,
-            refit_every=self.refit_every,
-        )
-
-
-class SymbolPriceState:
-    """One symbol's recent closes, EW volatilities and trend, as calibrated agents track them.
-
-    `history` is how many past closes the agent needs (e.g. lookback + 1 for a momentum
-    window); the short and long EW volatilities of daily returns and the trend SMA feed the
-    vol-scaling of indicators and the interim regime rule (`trend_vol_regime`).
-    """
-
-    __slots__ = ("_floor", "_min_obs", "closes", "sma", "vol", "vol_long")
-
-    def __init__(self, params: CalibratedAgentParams, history: int = 1) -> None:
-        self.closes = RingBuffer(max(history, 1))
-        self.sma = RingBuffer(params.trend_window)
-        self.vol = EwMoments(params.vol_halflife)
-        self.vol_long = EwMoments(params.vol_long_halflife)
-        self._floor = params.vol_floor
-        self._min_obs = params.min_vol_obs
-
-    def update(self, close: float) -> None:
-        """Record this bar's close (call once per bar, before reading anything)."""
-        closes = self.closes
-        if len(closes):
-            ret = close / closes.ago(0) - 1.0
-            self.vol.update(ret)
-            self.vol_long.update(ret)
-        closes.append(close)
-        self.sma.append(close)
-
-    def daily_vol(self) -> float | None:
-        """EW daily volatility, floored; None until `min_vol_obs` returns were seen."""
-        if self.vol.count < self._min_obs:
-            return None
-        return max(self.vol.std, self._floor)
-
-    def regime(self, close: float, vol: float) -> Regime:
-        sma = self.sma.mean if self.sma.full else None
-        vol_long = self.vol_long.std if self.vol_long.count >= self._min_obs else None
-        return trend_vol_regime(close, sma, vol, vol_long)

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from config import RegimeConfig
 from contracts import (
     AgentState,
     AgentStatus,
@@ -39,6 +40,7 @@ from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
 from engine.features.store import MemoryFeatureStore
 from engine.lifecycle import AsyncService
+from engine.regime import RegimeService
 from engine.supervisor import AgentRunner, AgentStats, AgentSupervisor, SupervisionPolicy
 from engine.telemetry.logging import get_logger
 
@@ -89,6 +91,7 @@ class AgentHarness(AsyncService):
         seed: int = 0,
         policy: SupervisionPolicy | None = None,
         start: datetime = datetime(1970, 1, 1, tzinfo=UTC),
+        regime: RegimeConfig | None = None,
     ) -> None:
         model = agent_cls.params_model
         parsed = params if isinstance(params, BaseModel) else model.model_validate(params or {})
@@ -97,6 +100,9 @@ class AgentHarness(AsyncService):
         self.bus = MessageBus(default_capacity=1024)
         self.features = MemoryFeatureStore(namespace="test")
         """The harness' feature store: assert on what the agent wrote with ``get``."""
+        self.regimes = RegimeService(regime or RegimeConfig(), self.features)
+        """The shared regime model, run on each step's bars before the agent sees them, as
+        the engine does."""
         self.agent = agent_cls(
             name,
             parsed,
@@ -134,6 +140,7 @@ class AgentHarness(AsyncService):
         return self.runner.state
 
     async def start(self) -> None:
+        await self.regimes.start()
         name = self.agent.name
         self._out = self.bus.subscribe(
             [topics.signals_of(name), topics.agent_watermark(name), topics.agent_status(name)],
@@ -165,6 +172,7 @@ class AgentHarness(AsyncService):
                 trace_id=self.ids.trace_id(), ts_event=ts, ts_init=ts, origin=HARNESS_SOURCE
             )
             batch.append((topics.source_watermark(HARNESS_SOURCE), wm))
+            await self.regimes.observe_batch(ts, batch)
             await self.bus.publish_batch(batch)
             await self._wait_for_step(ts)
         return self.signals[first:]

@@ -17,14 +17,16 @@ tends to reverse). Nothing is emitted until the calibrator has `min_samples` rea
 The daily vol is floored at 0.3 % (``vol_floor``): a quote stuck for weeks (RRC in early 1990)
 would otherwise divide by ~0 and turn one ordinary move into a 1000-sigma training sample.
 
-Regime (interim, until the shared regime model): price vs its 200-bar SMA (+-2 % band) for the
-trend, and the ratio of the 42-bar to the 252-bar half-life EW volatility for calm / volatile /
-crisis (:func:`engine.calibration.trend_vol_regime`).
+Regime: the shared regime model's label (`engine.regime`). The calibration keeps a partially
+pooled model per volatility group (calm / volatile / crisis): momentum is known to fail in
+volatile rebounds ("momentum crashes", Daniel and Moskowitz 2016), and the per-regime
+coefficients and error RMS let the data say so (`tests/plugins/test_regime_awareness.py`).
 
 Everything is O(1) per bar: ring buffers and incremental EW statistics; plain float math.
 
-Reference: Moskowitz, Ooi and Pedersen (2012), "Time series momentum", Journal of Financial
-Economics 104(2), 228-250; Jegadeesh and Titman (1993) for the 12-1 skip-month convention.
+References: Moskowitz, Ooi and Pedersen (2012), "Time series momentum", Journal of Financial
+Economics 104(2), 228-250; Jegadeesh and Titman (1993) for the 12-1 skip-month convention;
+Daniel and Moskowitz (2016), "Momentum crashes", Journal of Financial Economics 122(2), 221-247.
 """
 
 from __future__ import annotations
@@ -34,11 +36,8 @@ import math
 from pydantic import Field, model_validator
 
 from contracts import Bar, Horizon
-from engine.agent import Agent
-from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.calibrated import CalibratedAgent, CalibratedAgentParams, SymbolState
 from engine.features import FeatureField, FeatureSet, FieldType
-
-_HORIZON = Horizon.M1
 
 TSMOM_FEATURES = FeatureSet(
     name="tsmom",
@@ -63,50 +62,22 @@ class TimeSeriesMomentumParams(CalibratedAgentParams):
         return self
 
 
-class TimeSeriesMomentumAgent(Agent[TimeSeriesMomentumParams]):
+class TimeSeriesMomentumAgent(CalibratedAgent[TimeSeriesMomentumParams]):
     """One 1m signal per bar per symbol once momentum, volatility and calibration are ready."""
 
-    async def on_start(self) -> None:
+    horizon = Horizon.M1
+    feature_set = TSMOM_FEATURES
+
+    def history_bars(self) -> int:
+        return self.params.lookback + 1
+
+    async def setup(self) -> None:
         p = self.params
-        self._states: dict[str, SymbolPriceState] = {}
-        self._calibrator = p.calibrator(int(_HORIZON.trading_days))
-        self._h_sqrt = math.sqrt(_HORIZON.trading_days)
         self._window_sqrt = math.sqrt(p.lookback - p.skip)
-        await self.features.register(TSMOM_FEATURES)
 
-    async def on_bar(self, bar: Bar) -> None:
+    def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         p = self.params
-        state = self._states.get(bar.symbol)
-        if state is None:
-            state = self._states[bar.symbol] = SymbolPriceState(p, p.lookback + 1)
-        close = bar.close
-        state.update(close)
-        closes = state.closes
-
-        x: float | None = None
-        scale = 1.0
-        vol = state.daily_vol()
-        if vol is not None:
-            scale = vol * self._h_sqrt
-            mom = closes.simple_return(p.lookback, p.skip)
-            if mom is not None:
-                x = mom / (vol * self._window_sqrt)
-                await self.features.put(
-                    TSMOM_FEATURES, bar.symbol, {"score": x, "vol_daily": vol}, ts=bar.ts_event
-                )
-        est = self._calibrator.update(bar.symbol, x, close, scale=scale)
-        if est is None or x is None or vol is None:
-            return
-        if est.confidence <= 0.0 and not p.emit_zero_confidence:
-            # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
-            # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
-            return
-        self.signal(
-            bar.symbol,
-            mu=est.mu,
-            sigma=est.sigma,
-            horizon=_HORIZON,
-            confidence=est.confidence,
-            regime=state.regime(close, vol),
-            features={"tsmom_score": x, "vol_daily": vol, "beta": est.beta, "n_eff": est.n_eff},
-        )
+        mom = state.closes.simple_return(p.lookback, p.skip)
+        if mom is None:
+            return None
+        return mom / (vol * self._window_sqrt)

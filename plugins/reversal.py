@@ -17,15 +17,17 @@ assumed. Nothing is emitted until the calibrator has `min_samples` realized samp
 The daily vol is floored at 0.3 % (``vol_floor``): a quote stuck for weeks (RRC in early 1990)
 would otherwise divide by ~0 and turn one ordinary move into a 1000-sigma training sample.
 
-Regime (interim, until the shared regime model): price vs its 200-bar SMA (+-2 % band) for the
-trend, and the ratio of the 21-bar to the 252-bar half-life EW volatility for calm / volatile /
-crisis (:func:`engine.calibration.trend_vol_regime`).
+Regime: the shared regime model's label (`engine.regime`). The calibration keeps a partially
+pooled model per volatility group (calm / volatile / crisis): reversal profits are liquidity
+provision, which pays most when markets are volatile (Nagel 2012), and the per-regime
+coefficients and error RMS let the data say so (`tests/plugins/test_regime_awareness.py`).
 
 Everything is O(1) per bar: ring buffers and incremental EW statistics; plain float math.
 
 References: Jegadeesh (1990), "Evidence of Predictable Behavior of Security Returns", Journal of
 Finance 45(3), 881-898; Lehmann (1990), "Fads, Martingales, and Market Efficiency", Quarterly
-Journal of Economics 105(1), 1-28.
+Journal of Economics 105(1), 1-28; Nagel (2012), "Evaporating Liquidity", Review of Financial
+Studies 25(7), 2005-2039.
 """
 
 from __future__ import annotations
@@ -35,11 +37,8 @@ import math
 from pydantic import Field
 
 from contracts import Bar, Horizon
-from engine.agent import Agent
-from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.calibrated import CalibratedAgent, CalibratedAgentParams, SymbolState
 from engine.features import FeatureField, FeatureSet, FieldType
-
-_HORIZON = Horizon.W1
 
 REVERSAL_FEATURES = FeatureSet(
     name="reversal",
@@ -58,50 +57,20 @@ class ShortTermReversalParams(CalibratedAgentParams):
     vol_halflife: float = Field(default=21.0, gt=0, description="EW volatility half-life, bars")
 
 
-class ShortTermReversalAgent(Agent[ShortTermReversalParams]):
+class ShortTermReversalAgent(CalibratedAgent[ShortTermReversalParams]):
     """One 1w signal per bar per symbol once the weekly return, vol and calibration are ready."""
 
-    async def on_start(self) -> None:
-        p = self.params
-        self._states: dict[str, SymbolPriceState] = {}
-        self._calibrator = p.calibrator(int(_HORIZON.trading_days))
-        self._h_sqrt = math.sqrt(_HORIZON.trading_days)
-        self._window_sqrt = math.sqrt(p.lookback)
-        await self.features.register(REVERSAL_FEATURES)
+    horizon = Horizon.W1
+    feature_set = REVERSAL_FEATURES
 
-    async def on_bar(self, bar: Bar) -> None:
-        p = self.params
-        state = self._states.get(bar.symbol)
-        if state is None:
-            state = self._states[bar.symbol] = SymbolPriceState(p, p.lookback + 1)
-        close = bar.close
-        state.update(close)
-        closes = state.closes
+    def history_bars(self) -> int:
+        return self.params.lookback + 1
 
-        x: float | None = None
-        scale = 1.0
-        vol = state.daily_vol()
-        if vol is not None:
-            scale = vol * self._h_sqrt
-            past = closes.simple_return(p.lookback)
-            if past is not None:
-                x = past / (vol * self._window_sqrt)
-                await self.features.put(
-                    REVERSAL_FEATURES, bar.symbol, {"score": x, "vol_daily": vol}, ts=bar.ts_event
-                )
-        est = self._calibrator.update(bar.symbol, x, close, scale=scale)
-        if est is None or x is None or vol is None:
-            return
-        if est.confidence <= 0.0 and not p.emit_zero_confidence:
-            # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
-            # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
-            return
-        self.signal(
-            bar.symbol,
-            mu=est.mu,
-            sigma=est.sigma,
-            horizon=_HORIZON,
-            confidence=est.confidence,
-            regime=state.regime(close, vol),
-            features={"reversal_score": x, "vol_daily": vol, "beta": est.beta, "n_eff": est.n_eff},
-        )
+    async def setup(self) -> None:
+        self._window_sqrt = math.sqrt(self.params.lookback)
+
+    def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
+        past = state.closes.simple_return(self.params.lookback)
+        if past is None:
+            return None
+        return past / (vol * self._window_sqrt)

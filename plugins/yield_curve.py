@@ -30,9 +30,8 @@ the agent emits nothing for that bar, logs the transition once, and stores no ps
 21-bar change needs both ends present. A yield observation published after the bars of the same
 timestamp is used from the next bar timestamp on (never earlier than it was seen).
 
-Regime (interim, until the shared regime model): each symbol's price vs its 200-bar SMA (+-2 %)
-and the ratio of its 42-bar to 252-bar half-life EW volatility
-(:func:`engine.calibration.trend_vol_regime`).
+Regime: the shared regime model's label of each symbol (`engine.regime`), with a partially
+pooled model per volatility group (`engine.calibrated`).
 
 O(1) per bar (the 4x4 solve is shared by all symbols of a bar via ``refit_every``).
 
@@ -43,18 +42,16 @@ returns on stocks and bonds", Journal of Financial Economics 25(1), 23-49.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from datetime import datetime, timedelta
 
 from pydantic import Field
 
 from contracts import Bar, Horizon, MacroObservation
-from engine.agent import Agent
-from engine.calibration import CalibratedAgentParams, SymbolPriceState
+from engine.calibrated import CalibratedAgent, CalibratedAgentParams, Indicator, SymbolState
+from engine.calibration import Estimate
 from engine.features import FeatureField, FeatureSet, FieldType
 
-_HORIZON = Horizon.M1
 _PP = 100.0  # decimal yield -> percentage points
 _FEATURES = ("slope_10y_2y", "slope_10y_3m", "d21_slope_10y_2y", "d21_slope_10y_3m")
 
@@ -81,10 +78,13 @@ class YieldCurveParams(CalibratedAgentParams):
     )
 
 
-class YieldCurveAgent(Agent[YieldCurveParams]):
+class YieldCurveAgent(CalibratedAgent[YieldCurveParams]):
     """Consumes bars and Treasury yields; emits 1m signals while the curve is fresh."""
 
-    async def on_start(self) -> None:
+    horizon = Horizon.M1
+    n_features = len(_FEATURES)
+
+    async def setup(self) -> None:
         p = self.params
         self._series = (p.long_series, p.mid_series, p.short_series)
         self._latest: dict[str, tuple[datetime, float]] = {}
@@ -94,16 +94,12 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
         self._features: tuple[float, float, float, float] | None = None
         self._fresh = False
         await self.features.register(YIELD_CURVE_FEATURES)
-        self._states: dict[str, SymbolPriceState] = {}
-        self._calibrator = p.calibrator(int(_HORIZON.trading_days), n_features=len(_FEATURES))
-        self._h_sqrt = math.sqrt(_HORIZON.trading_days)
 
     async def on_macro(self, observation: MacroObservation) -> None:
         if observation.series in self._series:
             self._latest[observation.series] = (observation.ts_event, observation.value)
 
     async def on_bar(self, bar: Bar) -> None:
-        p = self.params
         if bar.ts_event != self._step_ts:
             self._roll_step(bar.ts_event)
             if self._features is not None:
@@ -113,35 +109,23 @@ class YieldCurveAgent(Agent[YieldCurveParams]):
                     dict(zip(_FEATURES, self._features, strict=True)),
                     ts=bar.ts_event,
                 )
-        state = self._states.get(bar.symbol)
-        if state is None:
-            state = self._states[bar.symbol] = SymbolPriceState(p)
-        close = bar.close
-        state.update(close)
+        state = self.state_of(bar)
+        if state is not None:
+            await self.calibrate(bar, state)
 
-        features = self._features
-        vol = state.daily_vol()
-        scale = 1.0
-        if vol is None:
-            features = None
-        else:
-            scale = vol * self._h_sqrt
-        est = self._calibrator.update(bar.symbol, features, close, scale=scale)
-        if est is None or features is None or vol is None:
-            return
-        if est.confidence <= 0.0 and not p.emit_zero_confidence:
-            # No usable relation (Wald test below its threshold): a zero-confidence signal would
-            # get zero weight in any blend, so saying nothing is equivalent and cheaper.
-            return
-        self.signal(
-            bar.symbol,
-            mu=est.mu,
-            sigma=est.sigma,
-            horizon=_HORIZON,
-            confidence=est.confidence,
-            regime=state.regime(close, vol),
-            features={**dict(zip(_FEATURES, features, strict=True)), "n_eff": est.n_eff},
-        )
+    def indicator(self, bar: Bar, state: SymbolState, vol: float) -> Indicator:
+        return self._features
+
+    def signal_features(
+        self, x: float | tuple[float, ...], vol: float, est: Estimate
+    ) -> dict[str, float]:
+        assert isinstance(x, tuple)
+        return {
+            **dict(zip(_FEATURES, x, strict=True)),
+            "vol_daily": vol,
+            "n_eff": est.n_eff,
+            "regime_weight": est.regime_weight,
+        }
 
     def _roll_step(self, ts: datetime) -> None:
         """First bar of a new timestamp: snapshot the curve as known now, derive the features."""

@@ -1146,7 +1146,12 @@ class ReplayFeed:
         speed: float | None = None,
         step_done: Callable[[datetime], Awaitable[None]] | None = None,
         chain: ChainTracer | None = None,
+        before_publish: (
+            Callable[[datetime, Sequence[tuple[str, object]]], Awaitable[None]] | None
+        ) = None,
     ) -> None:
+        """`before_publish(ts, batch)` sees each step's events before anyone on the bus does
+        (the engine's regime model labels the step's bars there)."""
         if speed is not None and not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a finite number > 0 or None, got {speed}")
         seen: set[str] = set()
@@ -1160,6 +1165,7 @@ class ReplayFeed:
         self._ids = ids
         self._speed = speed
         self._step_done = step_done
+        self._before_publish = before_publish
         self._chain = chain if chain is not None and chain.recording else None
         self._timeline: list[datetime] = sorted(
             set().union(*(source._stamps for source in self._sources))
@@ -1190,6 +1196,7 @@ class ReplayFeed:
         publish_batch = self._bus.publish_batch
         trace_id = self._ids.trace_id
         step_done = self._step_done
+        before_publish = self._before_publish
         chain = self._chain
         speed = self._speed
         bars = macro = 0
@@ -1223,6 +1230,8 @@ class ReplayFeed:
                     trace_id=trace_id(), ts_event=ts, ts_init=now, origin=source.name
                 )
                 batch.append((source._watermark_topic, watermark))
+            if before_publish is not None:
+                await before_publish(ts, batch)
             await publish_batch(batch)
             if step_done is not None:
                 await step_done(ts)

@@ -1,4 +1,4 @@
-"""The small O(1) helpers agents share: RingBuffer, EwMoments, trend_vol_regime."""
+"""The small O(1) helpers agents share: RingBuffer, EwMoments, SymbolState."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts import Regime
-from engine.calibration import EwMoments, RingBuffer, trend_vol_regime
+from engine.calibration import EwMoments, RingBuffer
 
 
 @settings(max_examples=100, deadline=None)
@@ -97,40 +96,23 @@ def test_ew_moments_when_constant_or_single_then_zero_variance() -> None:
     assert flat.mean == pytest.approx(1e8 + 0.1)
 
 
-@pytest.mark.parametrize(
-    ("price", "level", "vol", "vol_long", "expected"),
-    [
-        (110.0, 100.0, 0.01, 0.01, Regime.CALM_UPTREND),
-        (110.0, 100.0, 0.02, 0.01, Regime.VOLATILE_UPTREND),
-        (100.5, 100.0, 0.01, 0.01, Regime.CALM_RANGE),
-        (100.5, 100.0, 0.02, 0.01, Regime.VOLATILE_RANGE),
-        (90.0, 100.0, 0.01, 0.01, Regime.CALM_DOWNTREND),
-        (90.0, 100.0, 0.015, 0.01, Regime.VOLATILE_DOWNTREND),
-        (90.0, 100.0, 0.03, 0.01, Regime.CRISIS),
-        (90.0, None, 0.03, 0.01, Regime.UNKNOWN),
-        (90.0, 100.0, None, 0.01, Regime.UNKNOWN),
-        (90.0, 100.0, 0.01, 0.0, Regime.UNKNOWN),
-    ],
-)
-def test_trend_vol_regime_when_inputs_given_then_documented_label(
-    price: float, level: float | None, vol: float | None, vol_long: float, expected: Regime
-) -> None:
-    # Arrange / Act / Assert
-    assert trend_vol_regime(price, level, vol, vol_long) is expected
-
-
-def test_symbol_price_state_when_fed_closes_then_vol_floored_and_available_after_min_obs() -> None:
+def test_symbol_state_when_fed_closes_then_vol_floored_and_available_after_min_obs() -> None:
     # Arrange
-    from engine.calibration import CalibratedAgentParams, SymbolPriceState
+    from datetime import UTC, datetime, timedelta
 
-    params = CalibratedAgentParams(min_vol_obs=3, vol_floor=0.01, trend_window=2)
-    state = SymbolPriceState(params, history=3)
+    from engine.calibrated import CalibratedAgentParams, SymbolState
+
+    params = CalibratedAgentParams(min_vol_obs=3, vol_floor=0.01)
+    state = SymbolState(params, history=3)
+    t0 = datetime(2000, 1, 3, tzinfo=UTC)
     # Act / Assert: three returns are needed before a volatility is trusted
     vols = []
-    for close in (100.0, 100.0, 100.0, 100.0, 100.0):
-        state.update(close)
+    for i, close in enumerate((100.0, 100.0, 100.0, 100.0, 100.0)):
+        state.update(close, t0 + timedelta(days=i))
         vols.append(state.daily_vol())
     assert vols[:3] == [None, None, None]
     assert vols[3:] == [0.01, 0.01]  # flat prices: the floor, never zero
     assert state.closes.ago(0) == 100.0
     assert len(state.closes) == 3
+    assert state.last_ts == t0 + timedelta(days=4)
+    assert state.last_return == 0.0
