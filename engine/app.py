@@ -469,6 +469,7 @@ class Engine(AsyncService):
             on_watermark=self._on_pipeline_watermark,
             on_fault=self._on_pipeline_fault,
             features=self.features,
+            read_regimes=self.regimes is not None,
         )
         self.blender = BlenderStage(
             bus=self.bus,

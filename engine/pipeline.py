@@ -50,6 +50,7 @@ from engine.execution.portfolio import Portfolio
 from engine.features.market import MARKET, realized_vols
 from engine.features.store import FeatureStore, Row
 from engine.lifecycle import AsyncService
+from engine.regime import MARKET_ENTITY, REGIME
 from engine.stages.risk import RiskStage
 from engine.stages.selector import ReturnHistory, ReturnsView, SelectionPolicy, StoredReturns
 from engine.telemetry.logging import Logger
@@ -102,7 +103,10 @@ class TradingPipeline(AsyncService):
         on_watermark: Callable[[datetime], None] | None = None,
         on_fault: Callable[[str, BaseException], None] | None = None,
         features: FeatureStore | None = None,
+        read_regimes: bool = False,
     ) -> None:
+        """`read_regimes`: also read the shared regime labels (``engine.regime``) of the
+        candidates, the open positions and the market, for the risk stage's decision inputs."""
         self._bus = bus
         self._clock = clock
         self._ids = ids
@@ -137,6 +141,7 @@ class TradingPipeline(AsyncService):
         self._on_watermark = on_watermark
         self._on_fault = on_fault
         self._features = features
+        self._read_regimes = read_regimes
         self.phase = "idle"
         """The part of a step running now (execution, risk, select, journal); names a fault."""
         self.stats = PipelineStats()
@@ -270,7 +275,14 @@ class TradingPipeline(AsyncService):
         wanted = sorted({o.symbol for o in ranked} | set(self._portfolio.positions))
         if not wanted:
             return {}
-        return await store.get_many(MARKET, wanted, ("returns", "vol_20d"))
+        market = await store.get_many(MARKET, wanted, ("returns", "vol_20d"))
+        if self._read_regimes:
+            labels = await store.get_many(REGIME, [*wanted, MARKET_ENTITY], ("label",))
+            for entity, row in labels.items():
+                label = row.get("label")
+                if label is not None:
+                    market.setdefault(entity, {})["regime"] = label
+        return market
 
     def _apply_fx(self, step: datetime) -> None:
         """Move the shared FX converter to the latest rate known at `step` (before fills)."""

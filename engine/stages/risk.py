@@ -72,6 +72,7 @@ from contracts.base import JsonScalar
 from engine.execution.costs import FeeModel, FxConverter
 from engine.execution.model import PortfolioView, Position
 from engine.features.store import Row
+from engine.regime import MARKET_ENTITY
 
 __all__ = [
     "CLOSE_ORDER_TTL",
@@ -285,12 +286,21 @@ class RiskStage:
                 "approved_before": approved,
             }
             if market is not None:
-                vol = market.get(opp.symbol, {}).get("vol_20d")
+                row = market.get(opp.symbol, {})
+                vol = row.get("vol_20d")
                 inputs["realized_vol_20d"] = (
                     _num(float(vol.value))
                     if vol is not None and isinstance(vol.value, float) and vol.value == vol.value
                     else None
                 )
+                regime = row.get("regime")
+                if regime is not None:
+                    # the shared regime model's labels (engine.regime): recorded, not sized on
+                    inputs["regime"] = str(regime.value)
+                    market_regime = market.get(MARKET_ENTITY, {}).get("regime")
+                    inputs["market_regime"] = (
+                        str(market_regime.value) if market_regime is not None else None
+                    )
             reason, detail = self._gate(opp, state, held, approved, portfolio)
             if reason is not None:
                 decisions.append(self._deny(opp, reason, detail, inputs, step=step, now=now))

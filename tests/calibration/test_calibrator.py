@@ -324,3 +324,105 @@ def test_update_when_realistic_returns_then_finite_and_sigma_positive(steps: lis
             assert math.isfinite(est.mu)
             assert est.sigma > 0.0
             assert 0.0 <= est.confidence <= 1.0
+
+
+# -- regimes (partial pooling) ---------------------------------------------------------------
+
+
+def _regime_path(n: int, seed: int) -> tuple[list[float], list[float], list[str]]:
+    """Two regimes alternating every 250 bars: in "calm" r = +0.01 x + N(0, 0.01), in
+    "volatile" r = -0.01 x + N(0, 0.03) (the relation flips and the noise triples)."""
+    rng = random.Random(seed)
+    xs, prices, groups = [], [100.0], []
+    for t in range(n):
+        group = "calm" if (t // 250) % 2 == 0 else "volatile"
+        x = rng.gauss(0.0, 1.0)
+        beta, noise = (0.01, 0.01) if group == "calm" else (-0.01, 0.03)
+        xs.append(x)
+        groups.append(group)
+        prices.append(prices[-1] * (1.0 + beta * x + rng.gauss(0.0, noise)))
+    return xs, prices[:-1], groups
+
+
+def test_update_when_relation_differs_by_regime_then_each_regime_model_recovers_its_own() -> None:
+    # Arrange
+    xs, prices, groups = _regime_path(40_000, seed=11)
+    cal = ForwardReturnCalibrator(1, halflife_bars=1e9, min_samples=60, shrinkage=0.0)
+    # Act
+    last: dict[str, Estimate] = {}
+    for x, p, g in zip(xs, prices, groups, strict=True):
+        est = cal.update("A", x, p, regime=g)
+        if est is not None:
+            last[g] = est
+    fits = cal.regime_fits()
+    # Assert: opposite slopes, and sigma follows each regime's own error size
+    assert fits["calm"].fit.betas[0] == pytest.approx(0.01, abs=0.001)
+    assert fits["volatile"].fit.betas[0] == pytest.approx(-0.01, abs=0.002)
+    assert fits["calm"].rmse == pytest.approx(0.01, rel=0.1)
+    assert fits["volatile"].rmse == pytest.approx(0.03, rel=0.1)
+    assert last["calm"].sigma == pytest.approx(0.01, rel=0.15)
+    assert last["volatile"].sigma == pytest.approx(0.03, rel=0.15)
+    # the pooled slope averages the two to about zero; the regime weight is near 1 by now
+    assert abs(last["calm"].beta) < 0.002
+    assert last["calm"].regime_weight > 0.9
+    assert last["calm"].regime_fit is not None
+
+
+def test_update_when_regime_has_few_samples_then_leans_on_pooled_model() -> None:
+    # Arrange: 2,000 bars of "calm"
+    xs, prices = _linear_path(2_001, alpha=0.0, beta=0.01, noise=0.01, seed=12)
+    cal = ForwardReturnCalibrator(1, min_samples=60, shrinkage=0.0, regime_prior=50.0)
+    for x, p in zip(xs[:2_000], prices[:2_000], strict=True):
+        cal.update("A", x, p, regime="calm")
+    # Act: the first bar of a regime never seen before
+    first_crisis = cal.update("A", xs[2_000], prices[2_000], regime="crisis")
+    # Assert: no own evidence yet: weight 0, the pooled forecast and the pooled sigma
+    assert first_crisis is not None
+    assert first_crisis.regime_weight == 0.0
+    assert first_crisis.mu == pytest.approx(first_crisis.alpha + first_crisis.beta * xs[2_000])
+    assert first_crisis.sigma == pytest.approx(math.sqrt(cal._pool.err_mse), rel=1e-12)
+    assert first_crisis.confidence == first_crisis.fit.confidence
+
+
+def test_update_when_regime_given_then_no_look_ahead() -> None:
+    # Arrange
+    xs, prices, groups = _regime_path(3_000, seed=13)
+    altered = prices[:2_000] + [p * 1.3 for p in prices[2_000:]]
+    cal_a = ForwardReturnCalibrator(5, min_samples=60, refit_every=3)
+    cal_b = ForwardReturnCalibrator(5, min_samples=60, refit_every=3)
+    # Act
+    a = [cal_a.update("A", x, p, regime=g) for x, p, g in zip(xs, prices, groups, strict=True)]
+    b = [cal_b.update("A", x, p, regime=g) for x, p, g in zip(xs, altered, groups, strict=True)]
+    # Assert
+    assert a[:2_000] == b[:2_000]
+    assert a[2_010:] != b[2_010:]
+
+
+def test_reset_when_key_reset_then_no_sample_spans_the_break() -> None:
+    # Arrange
+    cal = ForwardReturnCalibrator(3, min_samples=1)
+    for t in range(10):
+        cal.update("A", 0.1 * t, 100.0 + t)
+    n_before = cal.n_samples()
+    # Act: forget the pending forecasts, then feed two more bars (fewer than the horizon)
+    cal.reset("A")
+    cal.update("A", 0.5, 200.0)
+    cal.update("A", 0.5, 201.0)
+    # Assert
+    assert cal.n_samples() == n_before
+
+
+def test_regime_group_when_grouping_given_then_documented_groups() -> None:
+    # Arrange
+    from contracts import Regime
+    from engine.calibration import regime_group
+
+    # Act / Assert
+    assert regime_group(Regime.CALM_DOWNTREND, "volatility") == "calm"
+    assert regime_group(Regime.CRISIS, "volatility") == "crisis"
+    assert regime_group(Regime.CRISIS, "trend") == "down"
+    assert regime_group(Regime.VOLATILE_RANGE, "full") == "volatile_range"
+    assert regime_group(Regime.VOLATILE_RANGE, "none") is None
+    assert regime_group(Regime.UNKNOWN, "volatility") is None
+    with pytest.raises(ValueError, match="grouping"):
+        regime_group(Regime.CALM_RANGE, "weather")
