@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -104,6 +105,25 @@ class LatencyHistogram:
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile estimated as Prometheus' ``histogram_quantile`` does: linear
+        interpolation inside the bucket holding it (the lowest bucket starts at 0; a quantile
+        in the +Inf bucket is the highest finite bound). NaN without observations."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must be in [0, 1], got {q}")
+        total = self.count
+        if total == 0:
+            return math.nan
+        rank = q * total
+        running = 0
+        lower = 0.0
+        for bound, n in zip(self._bounds, self.counts, strict=False):
+            if n and running + n >= rank:
+                return lower + (bound - lower) * (rank - running) / n
+            running += n
+            lower = bound
+        return self._bounds[-1]
 
     def cumulative(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []

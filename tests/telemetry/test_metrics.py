@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,3 +111,18 @@ def test_scrape_when_component_changes_state_then_state_gauge_and_ready_follow()
     assert faulted[(key, (("component", "risk"), ("state", "FAULTED")))] == 1
     assert faulted[("tradeengine_ready", ())] == 0
     assert faulted[("tradeengine_component_state_changes_total", (("component", "risk"),))] == 2
+
+
+def test_quantile_when_observations_then_interpolated_inside_the_bucket_like_prometheus() -> None:
+    # Arrange: 100 observations in (5, 10] us and 100 in (100, 250] us
+    hist = LatencyHistogram()
+    for _ in range(100):
+        hist.observe(7e-6)
+        hist.observe(200e-6)
+    # Act / Assert: rank 100 of 200 is the top of the first filled bucket; rank 198 is 98 %
+    # of the way through the second
+    assert hist.quantile(0.5) == pytest.approx(10e-6)
+    assert hist.quantile(0.99) == pytest.approx(100e-6 + 0.98 * 150e-6)
+    assert math.isnan(LatencyHistogram().quantile(0.5))
+    with pytest.raises(ValueError, match="q must be"):
+        hist.quantile(1.5)
