@@ -25,6 +25,7 @@ BUNDLED_SHA256: Final[dict[str, str]] = {
     "us_treasury_yield_curves_daily.csv.gz": (
         "c6897c44ffd64b4b2f452365798a7de8f33016bd14869a7190e11a9e93beb1e5"
     ),
+    "goog_daily_ohlcv.csv": "60e961a567490b157f71888df9e6afb36190a34a40a6286aa38988e2343f1b1a",
 }
 """File name -> SHA-256 (hex) of every bundled file. Treat as read-only."""
 

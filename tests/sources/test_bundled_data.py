@@ -31,6 +31,7 @@ EXPECTED_SHA256 = {
     "us_treasury_yield_curves_daily.csv.gz": (
         "c6897c44ffd64b4b2f452365798a7de8f33016bd14869a7190e11a9e93beb1e5"
     ),
+    "goog_daily_ohlcv.csv": "60e961a567490b157f71888df9e6afb36190a34a40a6286aa38988e2343f1b1a",
 }
 
 STOCKS = [
@@ -87,7 +88,8 @@ def test_sha256_when_bundled_file_hashed_then_matches_published_digest(name: str
 
 def test_bundled_sha256_when_listed_then_names_exactly_the_shipped_files() -> None:
     # Arrange
-    shipped = {p.name for p in bundled_path(next(iter(BUNDLED_SHA256))).parent.glob("*.csv.gz")}
+    data_dir = bundled_path(next(iter(BUNDLED_SHA256))).parent
+    shipped = {p.name for pattern in ("*.csv", "*.csv.gz") for p in data_dir.glob(pattern)}
     # Act
     listed = set(BUNDLED_SHA256)
     # Assert
