@@ -23,6 +23,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,6 +67,9 @@ class AgentContext:
     ids: IdGenerator
     features: FeatureStore | None = None
     """The engine's shared feature store (None only for agents built outside an engine)."""
+    regimes: RegimeReader | None = None
+    """The engine's reader of the shared regime labels (one for all agents; None: each agent
+    reads through its own)."""
 
 
 class Agent(Generic[P]):
@@ -97,7 +101,7 @@ class Agent(Generic[P]):
         self._log = context.log.bind(agent=name)
         self._outbox: list[Signal] = []
         self._current: Contract | None = None
-        self._regimes: RegimeReader | None = None
+        self._regimes: RegimeReader | None = context.regimes
 
     # -- what the agent sees -------------------------------------------------------------------
 
@@ -141,6 +145,9 @@ class Agent(Generic[P]):
             reader = self._regimes = RegimeReader(self.features)
         current = self._current
         ts = current.ts_event if current is not None else self._context.clock.now()
+        cached = reader.peek(symbol, ts)
+        if cached is not None:
+            return cached
         return await reader.get(symbol, ts)
 
     def subscriptions(self) -> Sequence[str]:
@@ -207,6 +214,12 @@ class Agent(Generic[P]):
 
     async def on_post(self, post: SocialPost) -> None:
         """Called for every social post subscribed to."""
+
+    async def on_step_end(self, ts: datetime) -> None:
+        """Called once every event up to `ts` has been handled (the step's watermark), before
+        the engine learns that this agent is done with the step. For work per step rather than
+        per event: publish a step's batched features, rank a cross-section. Signals emitted
+        here carry the step's time and belong to the step. Only called when overridden."""
 
     async def on_stop(self) -> None:
         """Called once at shutdown (or quarantine). Release resources here."""

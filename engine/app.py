@@ -42,7 +42,7 @@ from engine.features.store import FeatureStore, MemoryFeatureStore
 from engine.lifecycle import AsyncService
 from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
 from engine.pipeline import TradingPipeline
-from engine.regime import RegimeService
+from engine.regime import RegimeReader, RegimeService
 from engine.rundir import RunDirError, create_run_dir
 from engine.sources.replay import LoadedSource, ReplayDataError, ReplayFeed, load_source
 from engine.stages.blender import BlenderStage, blend_policy_from_config
@@ -181,6 +181,7 @@ class Engine(AsyncService):
         self.drift: DriftMonitor | None = None
         self.regimes: RegimeService | None = None
         """The shared regime model (None with ``regime.enabled = false``)."""
+        self._regime_reader: RegimeReader | None = None
         self._drift_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._started_at = 0.0
@@ -202,6 +203,7 @@ class Engine(AsyncService):
             log=get_logger("agent"),
             ids=self.ids_for(name),
             features=self.features,
+            regimes=self._regime_reader,
         )
 
     # -- phase 1: validate everything, write nothing --------------------------------------------
@@ -396,6 +398,7 @@ class Engine(AsyncService):
                 self.config.regime, store, get_logger("engine").bind(subsystem="regime")
             )
             await self.regimes.start()
+            self._regime_reader = RegimeReader(store)
         if cfg.drift.enabled:
             self.drift = DriftMonitor(
                 window=cfg.drift.window,

@@ -24,6 +24,8 @@ a multi-feature model) or None - and this class does the rest, identically for a
    positive confidence: a zero-confidence signal gets no weight in any blend.
 6. **Publication.** The indicator goes to the agent's feature set (``feature_set``) in the store,
    per symbol and bar, for other agents, stages and dashboards (``published`` chooses values).
+   The rows of a step are written together, in one ``put_many`` when the step ends
+   (`Agent.on_step_end`), so they are in the store before the engine closes the step.
 
 Everything per bar is O(1) in the history length: ring buffers and EW recursions.
 
@@ -223,9 +225,26 @@ class CalibratedAgent(Agent[CP]):
         self._h_sqrt = math.sqrt(self.horizon.trading_days)
         self._max_gap = timedelta(days=p.max_gap_days)
         self.calibrator = p.calibrator(self._bars_h, n_features=self.n_features)
+        self._groups = {r: regime_group(r, p.regime_grouping) for r in Regime}
+        self._rows: dict[str, Mapping[str, float]] = {}
+        self._rows_ts: datetime | None = None
         if self.feature_set is not None:
             await self.features.register(self.feature_set)
         await self.setup()
+
+    async def on_step_end(self, ts: datetime) -> None:
+        """Publish the step's indicators in one `put_many` (subclasses overriding this must
+        await ``super().on_step_end(ts)``)."""
+        await self._publish_rows()
+
+    async def on_stop(self) -> None:
+        await self._publish_rows()
+
+    async def _publish_rows(self) -> None:
+        rows = self._rows
+        if rows and self.feature_set is not None and self._rows_ts is not None:
+            self._rows = {}
+            await self.features.put_many(self.feature_set, rows, ts=self._rows_ts)
 
     async def setup(self) -> None:
         """Extra start-up work of a subclass (called at the end of `on_start`)."""
@@ -291,9 +310,12 @@ class CalibratedAgent(Agent[CP]):
             if self.feature_set is not None:
                 values = self.published(x, vol)
                 if values is not None:
-                    await self.features.put(self.feature_set, symbol, values, ts=bar.ts_event)
+                    if bar.ts_event != self._rows_ts:
+                        await self._publish_rows()
+                        self._rows_ts = bar.ts_event
+                    self._rows[symbol] = values
             regime = await self.regime(symbol)
-            group = regime_group(regime, p.regime_grouping)
+            group = self._groups[regime]
         est = self.calibrator.update(symbol, x, close, scale=vol * self._h_sqrt, regime=group)
         if est is None or x is None:
             return None

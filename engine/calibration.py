@@ -95,6 +95,7 @@ from typing import Final
 from contracts import Regime
 
 _MAX_ABS_T = 1e6
+_INF = math.inf
 _MIN_RIDGE = 1e-9
 
 
@@ -183,6 +184,8 @@ class _Model:
         "fit",
         "k",
         "keys",
+        "lam",
+        "lam_err",
         "mx",
         "my",
         "n",
@@ -207,15 +210,35 @@ class _Model:
         self.err_mse = 0.0
         self.n_errors = 0
         self.keys: set[str] = set()
+        self.lam = 1.0  # per-sample decays, set when the set of contributing keys grows
+        self.lam_err = 1.0
         self.fit: Fit | None = None
 
-    def add_error(self, err: float, lam: float) -> None:
-        sq = err * err
-        if not math.isfinite(sq):
-            return
-        self.err_w = lam * self.err_w + 1.0
-        self.err_mse += (sq - self.err_mse) / self.err_w
-        self.n_errors += 1
+    def learn(
+        self,
+        key: str,
+        xs: tuple[float, ...],
+        y: float,
+        pred: float | None,
+        halflife: float,
+        error_halflife: float,
+    ) -> bool:
+        """Score `pred` against the realized `y` (if a forecast was made), then add the sample;
+        the decays follow the number of keys feeding the model (module docstring, "Memory")."""
+        keys = self.keys
+        if key not in keys:
+            keys.add(key)
+            n_keys = len(keys)
+            self.lam = 0.5 ** (1.0 / (halflife * n_keys))
+            self.lam_err = 0.5 ** (1.0 / (error_halflife * n_keys))
+        if pred is not None:
+            err = y - pred
+            sq = err * err
+            if math.isfinite(sq):
+                self.err_w = self.lam_err * self.err_w + 1.0
+                self.err_mse += (sq - self.err_mse) / self.err_w
+                self.n_errors += 1
+        return self.add(xs, y, self.lam)
 
     def add(self, xs: tuple[float, ...], y: float, lam: float) -> bool:
         """Add one sample with decay `lam` on the old ones; False (state unchanged) on overflow."""
@@ -224,17 +247,40 @@ class _Model:
         dy = y - self.my
         my = self.my + dy / w
         cyy = lam * self.cyy + dy * (y - my)
-        if k == 1:  # fast path: the common case
+        if k == 2:  # unrolled: calendar-style two-feature models are per-bar hot paths too
+            x0, x1 = xs
+            mx = self.mx
+            cxx = self.cxx
+            cxy = self.cxy
+            d0 = x0 - mx[0]
+            d1 = x1 - mx[1]
+            f = 1.0 - 1.0 / w  # centred co-moment update: d_i * (x_j - new mean_j) = f d_i d_j
+            c00 = lam * cxx[0][0] + f * d0 * d0
+            c01 = lam * cxx[0][1] + f * d0 * d1
+            c11 = lam * cxx[1][1] + f * d1 * d1
+            ry = y - my
+            cy0 = lam * cxy[0] + d0 * ry
+            cy1 = lam * cxy[1] + d1 * ry
+            if not math.isfinite(cyy + c00 + c01 + c11 + cy0 + cy1):
+                return False
+            mx[0] += d0 / w
+            mx[1] += d1 / w
+            cxx[0][0] = c00
+            cxx[0][1] = cxx[1][0] = c01
+            cxx[1][1] = c11
+            cxy[0] = cy0
+            cxy[1] = cy1
+        elif k == 1:  # fast path: the common case
             x = xs[0]
             dx = x - self.mx[0]
             mx0 = self.mx[0] + dx / w
-            cxx = lam * self.cxx[0][0] + dx * (x - mx0)
-            cxy = lam * self.cxy[0] + dx * (y - my)
-            if not (math.isfinite(cyy) and math.isfinite(cxx) and math.isfinite(cxy)):
+            c_xx = lam * self.cxx[0][0] + dx * (x - mx0)
+            c_xy = lam * self.cxy[0] + dx * (y - my)
+            if not (math.isfinite(cyy) and math.isfinite(c_xx) and math.isfinite(c_xy)):
                 return False
             self.mx[0] = mx0
-            self.cxx[0][0] = cxx
-            self.cxy[0] = cxy
+            self.cxx[0][0] = c_xx
+            self.cxy[0] = c_xy
         else:
             inv_w = 1.0 / w
             ry = y - my
@@ -410,9 +456,9 @@ def _spd_solve(a: list[list[float]], b: list[float]) -> tuple[list[float], list[
     return x, inv_diag
 
 
-_Entry = tuple[tuple[float, ...] | None, float, float, float | None, str | None, float | None]
-"""(features, price, scale, pooled prediction, regime group, emitted prediction), the
-predictions in scale units, remembered for one past update."""
+_Entry = tuple[tuple[float, ...] | None, float, float, float | None, _Model | None, float | None]
+"""(features, price, scale, pooled prediction, model of the regime the forecast was made in,
+emitted prediction), the predictions in scale units, remembered for one past update."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,10 +591,10 @@ class ForwardReturnCalibrator:
         self.regime_prior = regime_prior
         self.min_regime_errors = min_regime_errors
         self._regime_models: dict[tuple[str, str], _Model] = {}
+        self._regime_pool: dict[str, _Model] = {}
         self._history: dict[str, deque[_Entry]] = {}
         self._pool = _Model(n_features)
         self._models: dict[str, _Model] = {}
-        self._decay: dict[int, tuple[float, float]] = {}
         self.skipped = 0
         """Samples dropped because they were not finite or would overflow the sums."""
 
@@ -571,15 +617,18 @@ class ForwardReturnCalibrator:
         of the regime at this bar (see `regime_group`; None: pooled model only). Returns None
         while `x` is None or fewer than `min_samples` samples have been realized.
         """
-        if not (price > 0.0 and math.isfinite(price)):
+        # Chained comparisons reject NaN and infinity without function calls (hot path).
+        if not 0.0 < price < _INF:
             raise ValueError(f"price must be finite and > 0, got {price!r}")
-        if not (scale > 0.0 and math.isfinite(scale)):
+        if not 0.0 < scale < _INF:
             raise ValueError(f"scale must be finite and > 0, got {scale!r}")
         xs: tuple[float, ...] | None
         if x is None:
             xs = None
         elif type(x) is float and self.n_features == 1:  # the hot path
-            xs = (x,) if math.isfinite(x) else None
+            xs = (x,) if -_INF < x < _INF else None
+        elif type(x) is tuple and len(x) == self.n_features and all(-_INF < v < _INF for v in x):
+            xs = x  # already a tuple of finite numbers
         else:
             xs = self._features(x)
         history = self._history.get(key)
@@ -589,20 +638,17 @@ class ForwardReturnCalibrator:
 
         # 1. the entry made h bars ago has completed its horizon: score it, then learn from it
         if len(history) == self.horizon_bars:
-            x0, price0, scale0, pred0, group0, used0 = history[0]
+            x0, price0, scale0, pred0, gmodel0, used0 = history[0]
             if x0 is not None:
                 y = (price / price0 - 1.0) / scale0
-                if math.isfinite(y):
-                    keys = model.keys
-                    if key not in keys:
-                        keys.add(key)
-                    lam, lam_err = self._lambdas(len(keys))
-                    if pred0 is not None:
-                        model.add_error(y - pred0, lam_err)
-                    if not model.add(x0, y, lam):
+                if -_INF < y < _INF:
+                    halflife = self.halflife_bars
+                    error_halflife = self.error_halflife_bars
+                    if not model.learn(key, x0, y, pred0, halflife, error_halflife):
                         self.skipped += 1
-                    if group0 is not None:
-                        self._learn_regime(key, group0, x0, y, used0)
+                    if gmodel0 is not None:
+                        # the regime model scores the forecast actually emitted in its regime
+                        gmodel0.learn(key, x0, y, used0, halflife, error_halflife)
                 else:
                     self.skipped += 1
 
@@ -613,33 +659,46 @@ class ForwardReturnCalibrator:
         fit = model.fit
         if fit is None or model.n - model.n_at_fit >= self.refit_every:
             fit = model.solve(self._n_eff(model), self.shrinkage, self.confidence_n)
-        pred = _predict(fit, xs)
-        if not math.isfinite(pred):
+        pred = fit.alpha + fit.betas[0] * xs[0] if len(xs) == 1 else _predict(fit, xs)
+        if not -_INF < pred < _INF:
             history.append((xs, price, scale, None, None, None))
             return None
         if regime is None:
             history.append((xs, price, scale, pred, None, pred))
             if model.n < self.min_samples:
                 return None
-            return self._estimate(scale, pred, model.err_mse, fit)
+            mu = scale * pred
+            sigma = scale * math.sqrt(model.err_mse)
+            if sigma < self.sigma_floor:
+                sigma = self.sigma_floor
+            if not (math.isfinite(mu) and math.isfinite(sigma)):
+                return None
+            return Estimate(mu, sigma, fit)
         # Partial pooling: the regime model's forecast weighs in by its effective sample size
         # against `regime_prior` pseudo-samples of the pooled forecast.
-        gmodel = self._regime_model(key, regime)
+        gmodel = (
+            self._regime_pool.get(regime) if self.pooled else self._regime_models.get((key, regime))
+        )
+        if gmodel is None:
+            gmodel = self._regime_model(key, regime)
         gfit = gmodel.fit
         if gfit is None or gmodel.n - gmodel.n_at_fit >= self.refit_every:
             gfit = gmodel.solve(self._n_eff(gmodel), self.shrinkage, self.confidence_n)
-        gpred = _predict(gfit, xs)
-        weight = gfit.n_eff / (gfit.n_eff + self.regime_prior) if math.isfinite(gpred) else 0.0
+        gpred = gfit.alpha + gfit.betas[0] * xs[0] if len(xs) == 1 else _predict(gfit, xs)
+        weight = gfit.n_eff / (gfit.n_eff + self.regime_prior) if -_INF < gpred < _INF else 0.0
         used = pred + weight * (gpred - pred) if weight > 0.0 else pred
-        history.append((xs, price, scale, pred, regime, used))
+        history.append((xs, price, scale, pred, gmodel, used))
         if model.n < self.min_samples:
             return None
         mse = gmodel.err_mse if gmodel.n_errors >= self.min_regime_errors else model.err_mse
-        est = self._estimate(scale, used, mse, fit)
-        if est is None:
+        mu = scale * used
+        sigma = scale * math.sqrt(mse)
+        if sigma < self.sigma_floor:
+            sigma = self.sigma_floor
+        if not (-_INF < mu < _INF and sigma < _INF):
             return None
         conf = fit.confidence + weight * (gfit.confidence - fit.confidence)
-        return Estimate(est.mu, est.sigma, fit, gfit, weight, min(1.0, max(0.0, conf)))
+        return Estimate(mu, sigma, fit, gfit, weight, min(1.0, max(0.0, conf)))
 
     def regime_fits(self, key: str | None = None) -> dict[str, RegimeFit]:
         """Every regime group's model as it stands (of the pooled model, or of `key`'s when not
@@ -659,33 +718,14 @@ class ForwardReturnCalibrator:
         across the break. What the models already learned is kept."""
         self._history.pop(key, None)
 
-    def _estimate(self, scale: float, pred: float, mse: float, fit: Fit) -> Estimate | None:
-        mu = scale * pred
-        sigma = scale * math.sqrt(mse)
-        if sigma < self.sigma_floor:
-            sigma = self.sigma_floor
-        if not (math.isfinite(mu) and math.isfinite(sigma)):
-            return None
-        return Estimate(mu, sigma, fit)
-
     def _regime_model(self, key: str, group: str) -> _Model:
         owner = "" if self.pooled else key
         model = self._regime_models.get((owner, group))
         if model is None:
             model = self._regime_models[(owner, group)] = _Model(self.n_features)
+            if self.pooled:
+                self._regime_pool[group] = model
         return model
-
-    def _learn_regime(
-        self, key: str, group: str, x0: tuple[float, ...], y: float, used0: float | None
-    ) -> None:
-        gmodel = self._regime_model(key, group)
-        keys = gmodel.keys
-        if key not in keys:
-            keys.add(key)
-        lam, lam_err = self._lambdas(len(keys))
-        if used0 is not None:
-            gmodel.add_error(y - used0, lam_err)
-        gmodel.add(x0, y, lam)
 
     def n_samples(self, key: str | None = None) -> int:
         """Realized samples in the pooled model, or in `key`'s model (the pool when pooled)."""
@@ -716,16 +756,6 @@ class ForwardReturnCalibrator:
         if model is None:
             model = self._models[key] = _Model(self.n_features)
         return model
-
-    def _lambdas(self, n_keys: int) -> tuple[float, float]:
-        """Per-sample decays (regression, errors) for a model fed by `n_keys` keys."""
-        lams = self._decay.get(n_keys)
-        if lams is None:
-            lams = self._decay[n_keys] = (
-                0.5 ** (1.0 / (self.halflife_bars * n_keys)),
-                0.5 ** (1.0 / (self.error_halflife_bars * n_keys)),
-            )
-        return lams
 
     def _n_eff(self, model: _Model) -> float:
         n_keys = max(len(model.keys), 1)

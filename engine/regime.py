@@ -264,7 +264,11 @@ class RegimeService:
 
 
 class RegimeReader:
-    """Reads the shared regime of (entity, step) for one consumer, one batched read per step.
+    """Reads the shared regime of (entity, step), one batched read per step.
+
+    The engine gives all its agents one reader (`engine.agent.AgentContext.regimes`), so the
+    labels of a step are read from the store once, not once per agent; a reader made for one
+    consumer works the same.
 
     The first `get` of a step reads the labels of every entity this reader has been asked about
     (plus the new one) in one `get_many` and caches them for the step. A label written for a
@@ -279,6 +283,12 @@ class RegimeReader:
         self._ts: datetime | None = None
         self._cache: dict[str, Regime] = {}
         self._entities: list[str] = []
+
+    def peek(self, entity: str, ts: datetime) -> Regime | None:
+        """The label if this step's labels are already cached (no read), else None."""
+        if ts != self._ts:
+            return None
+        return self._cache.get(entity)
 
     async def get(self, entity: str, ts: datetime) -> Regime:
         if ts != self._ts:

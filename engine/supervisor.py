@@ -172,6 +172,9 @@ class AgentRunner:
             MacroObservation: agent.on_macro,
             SocialPost: agent.on_post,
         }
+        self._step_end = (
+            agent.on_step_end if type(agent).on_step_end is not Agent.on_step_end else None
+        )
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -322,6 +325,20 @@ class AgentRunner:
             ts = wm.ts_event
         if self._forwarded is not None and ts <= self._forwarded:
             return
+        step_end = self._step_end
+        if step_end is not None:
+            agent = self.agent
+            agent._current = wm
+            try:
+                await step_end(ts)
+            except Exception as exc:
+                await self._on_hook_failure(exc, wm, "on_step_end")
+                if self.state is AgentState.QUARANTINED:
+                    return
+            else:
+                agent._current = None
+                if agent._outbox:
+                    await self._publish_outbox()
         self._forwarded = ts
         out = Watermark(
             trace_id=wm.trace_id, ts_event=ts, ts_init=self._clock.now(), origin=self.name

@@ -40,7 +40,7 @@ from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
 from engine.features.store import MemoryFeatureStore
 from engine.lifecycle import AsyncService
-from engine.regime import RegimeService
+from engine.regime import RegimeReader, RegimeService
 from engine.supervisor import AgentRunner, AgentStats, AgentSupervisor, SupervisionPolicy
 from engine.telemetry.logging import get_logger
 
@@ -107,7 +107,11 @@ class AgentHarness(AsyncService):
             name,
             parsed,
             AgentContext(
-                clock=self.clock, log=get_logger("agent"), ids=self.ids, features=self.features
+                clock=self.clock,
+                log=get_logger("agent"),
+                ids=self.ids,
+                features=self.features,
+                regimes=RegimeReader(self.features),
             ),
         )
         self.runner = AgentRunner(

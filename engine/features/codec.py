@@ -108,6 +108,11 @@ _SCALAR_SIZE: Final = _FLOAT_VALUE.size  # == _INT_VALUE.size
 _new_tuple = tuple.__new__
 
 
+def encode_finite_float(value: float, ts_us: int) -> bytes:
+    """Bytes of a finite float (the writers' fast path; `encode` for anything else)."""
+    return _FLOAT_VALUE.pack(TAG_FLOAT, ts_us, value)
+
+
 def encode(spec: FeatureField, value: Value, ts_us: int) -> bytes:
     """Bytes of an already validated value (see `FeatureSet.validate`)."""
     kind = spec.type

@@ -90,6 +90,8 @@ class FeatureSet:
     default_ttl_s: float | None = None
     description: str = ""
     _by_name: dict[str, FeatureField] = field(init=False, repr=False, compare=False)
+    floats_only: bool = field(init=False, repr=False, compare=False)
+    """Every field is a FLOAT: writes may take the store's fast path for finite floats."""
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -106,6 +108,7 @@ class FeatureSet:
         if not by_name:
             raise FeatureError(f"feature set {self.name}: declares no fields")
         object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "floats_only", all(f.type is FieldType.FLOAT for f in self.fields))
 
     @property
     def ref(self) -> str:

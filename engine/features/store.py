@@ -23,6 +23,7 @@ Trade-offs made:
 from __future__ import annotations
 
 import functools
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from engine.features.codec import (
     RowDecoder,
     decode,
     encode,
+    encode_finite_float,
     stored_ts_us,
     ts_to_us,
     us_to_ts,
@@ -310,14 +312,37 @@ class FeatureStore(AsyncService, ABC):
         ttl_ms = self._ttl_ms(fs, ttl_s)
         queued_at = time.monotonic() if ttl_ms is not None else 0.0
         writes: list[PendingWrite] = []
+        observer = self.write_observer
+        field = fs.field
+        keys = self._keys
+        fs_id = id(fs)
+        fast = fs.floats_only
+        by_name = fs._by_name
+        inf = math.inf
         for entity, values in rows.items():
-            checked = fs.validate(entity, values)
-            if self.write_observer is not None:
-                self.write_observer(fs, entity, checked)
-            encoded = {name: encode(fs.field(name), v, ts_us) for name, v in checked.items()}
-            writes.append(
-                PendingWrite(entity_key(self.namespace, fs, entity), encoded, ttl_ms, queued_at)
-            )
+            encoded: dict[str, bytes] | None = None
+            checked: Mapping[str, Any]
+            if fast and values:
+                # The common case of agents' indicator rows: finite floats of known fields.
+                # Anything else (an unknown name, NaN, a non-float) takes the validating path.
+                encoded = {}
+                for name, v in values.items():
+                    if type(v) is not float or not -inf < v < inf or name not in by_name:
+                        encoded = None
+                        break
+                    encoded[name] = encode_finite_float(v, ts_us)
+            if encoded is None:
+                checked = fs.validate(entity, values)
+                encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
+            else:
+                check_entity(fs, entity)
+                checked = values
+            if observer is not None:
+                observer(fs, entity, checked)
+            known = keys.get((fs_id, entity))  # see `put` for why keyed by identity
+            if known is None or known[0] is not fs:
+                known = keys[(fs_id, entity)] = (fs, entity_key(self.namespace, fs, entity))
+            writes.append(PendingWrite(known[1], encoded, ttl_ms, queued_at))
         self.stats.writes += len(writes)
         await self._write(writes)
 

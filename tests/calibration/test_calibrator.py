@@ -426,3 +426,35 @@ def test_regime_group_when_grouping_given_then_documented_groups() -> None:
     assert regime_group(Regime.UNKNOWN, "volatility") is None
     with pytest.raises(ValueError, match="grouping"):
         regime_group(Regime.CALM_RANGE, "weather")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_model_when_samples_added_then_co_moments_equal_brute_force(k: int) -> None:
+    # Arrange: the unrolled paths (k = 1, 2) and the general one must agree with the definition
+    from engine.calibration import _Model
+
+    rng = random.Random(5 + k)
+    lam = 0.97
+    samples = [
+        (tuple(rng.gauss(1.0, 2.0) for _ in range(k)), rng.gauss(0.0, 1.0)) for _ in range(300)
+    ]
+    model = _Model(k)
+    # Act
+    for xs, y in samples:
+        assert model.add(xs, y, lam)
+    # Assert: weighted means and centred co-moments with weights lam^(n-1-i)
+    n = len(samples)
+    w = [lam ** (n - 1 - i) for i in range(n)]
+    total = sum(w)
+    mx = [sum(wi * xs[j] for wi, (xs, _) in zip(w, samples, strict=True)) / total for j in range(k)]
+    my = sum(wi * y for wi, (_, y) in zip(w, samples, strict=True)) / total
+    for i in range(k):
+        assert model.mx[i] == pytest.approx(mx[i], rel=1e-9)
+        cxy = sum(wi * (xs[i] - mx[i]) * (y - my) for wi, (xs, y) in zip(w, samples, strict=True))
+        assert model.cxy[i] == pytest.approx(cxy, rel=1e-8, abs=1e-9)
+        for j in range(k):
+            cxx = sum(
+                wi * (xs[i] - mx[i]) * (xs[j] - mx[j])
+                for wi, (xs, _) in zip(w, samples, strict=True)
+            )
+            assert model.cxx[i][j] == pytest.approx(cxx, rel=1e-8, abs=1e-9)

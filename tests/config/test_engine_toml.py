@@ -19,7 +19,20 @@ def test_load_when_shipped_engine_toml_and_empty_env_then_valid_config() -> None
     # Assert
     assert isinstance(config, EngineConfig)
     assert config.engine.mode is TradingMode.PAPER
-    assert [a.name for a in config.agents] == ["momentum", "reversal", "yield_curve"]
+    assert [a.name for a in config.agents] == [
+        "momentum",
+        "reversal",
+        "ma_trend",
+        "donchian",
+        "rsi",
+        "bollinger",
+        "low_vol",
+        "xs_momentum",
+        "yield_curve",
+        "calendar",
+        "volume",
+        "sentiment",
+    ]
     assert [s.name for s in config.sources] == ["stocks", "yields"]
 
 
@@ -63,7 +76,7 @@ def test_load_when_text_is_empty_then_all_sections_have_production_defaults() ->
     assert config.blender.common_horizon == "1d"
 
 
-def test_load_when_shipped_engine_toml_then_default_agents_are_the_three_plugins() -> None:
+def test_load_when_shipped_engine_toml_then_twelve_agents_and_data_less_ones_off() -> None:
     # Arrange / Act
     config = load_config(ENGINE_TOML, env={})
 
@@ -71,5 +84,31 @@ def test_load_when_shipped_engine_toml_then_default_agents_are_the_three_plugins
     assert [a.path for a in config.agents] == [
         "plugins.momentum:TimeSeriesMomentumAgent",
         "plugins.reversal:ShortTermReversalAgent",
+        "plugins.ma_trend:MovingAverageTrendAgent",
+        "plugins.donchian:DonchianBreakoutAgent",
+        "plugins.rsi:RsiReversionAgent",
+        "plugins.bollinger:BollingerReversionAgent",
+        "plugins.low_volatility:LowVolatilityAgent",
+        "plugins.cross_sectional_momentum:CrossSectionalMomentumAgent",
         "plugins.yield_curve:YieldCurveAgent",
+        "plugins.calendar_seasonality:CalendarSeasonalityAgent",
+        "plugins.volume_anomaly:VolumeAnomalyAgent",
+        "plugins.social_sentiment:SocialSentimentAgent",
     ]
+    # volume needs OHLCV data, sentiment a post source: neither is in the default run
+    assert [a.name for a in config.agents if not a.enabled] == ["volume", "sentiment"]
+
+
+def test_load_when_shipped_engine_toml_then_agent_params_written_out_are_the_defaults() -> None:
+    # Arrange: engine.toml documents each agent's own parameters; it must not quietly override
+    from engine.loader import load_agents
+
+    config = load_config(ENGINE_TOML, env={})
+    # Act
+    loaded = load_agents(config.agents)
+    # Assert
+    for agent in loaded:
+        defaults = type(agent.params)().model_dump()
+        written = agent.config.params
+        assert written, f"{agent.config.name}: engine.toml lists no params"
+        assert {k: defaults[k] for k in written} == written, agent.config.name

@@ -1,12 +1,15 @@
 """A plugin author's first agent: written in a new module, configured by import path, replayed.
 
-Nothing here touches engine internals: the agent module uses only the public plugin API
-(`engine.calibrated`, `contracts`), the config is TOML text as a user writes it, and the
-evidence is the journal - the blended opportunities carry the new agent's contributions.
+Nothing here touches engine internals: the agent module - the calibrated example of
+plugins/README.md, verbatim - uses only the public plugin API (`engine.calibrated`,
+`contracts`), lives outside the repository, and is configured by TOML text as a user writes it.
+The evidence is what the blender publishes: opportunities carrying the new agent's
+contributions.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from datetime import date
@@ -19,31 +22,16 @@ from contracts import Opportunity, topics
 from engine.app import Engine, RunOptions
 from engine.data import bundled_path
 
-AGENT_MODULE = '''
-"""An author's agent: 3-month price change in risk units, calibrated for 1 week."""
-
-from pydantic import Field
-
-from contracts import Bar, Horizon
-from engine.calibrated import CalibratedAgent, CalibratedAgentParams, SymbolState
+ROOT = Path(__file__).resolve().parents[2]
 
 
-class QuarterChangeParams(CalibratedAgentParams):
-    lookback: int = Field(default=63, ge=2)
-
-
-class QuarterChangeAgent(CalibratedAgent[QuarterChangeParams]):
-    horizon = Horizon.W1
-
-    def history_bars(self) -> int:
-        return self.params.lookback + 1
-
-    def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
-        change = state.closes.simple_return(self.params.lookback)
-        if change is None:
-            return None
-        return change / (vol * self.params.lookback**0.5)
-'''
+def _readme_agent_module() -> str:
+    """The calibrated agent example of plugins/README.md, verbatim: the guide shows what this
+    test runs."""
+    readme = (ROOT / "plugins" / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (module,) = [b for b in blocks if "CalibratedAgent[" in b]
+    return module
 
 
 async def test_replay_when_author_agent_configured_by_path_then_its_signals_reach_the_blender(
@@ -52,7 +40,7 @@ async def test_replay_when_author_agent_configured_by_path_then_its_signals_reac
     # Arrange: the module lives outside the repository, importable like any installed code
     package = tmp_path / "author_plugins"
     package.mkdir()
-    (package / "quarter_change.py").write_text(textwrap.dedent(AGENT_MODULE))
+    (package / "quarter_change.py").write_text(_readme_agent_module())
     monkeypatch.syspath_prepend(str(package))
     monkeypatch.delitem(sys.modules, "quarter_change", raising=False)
     cfg = load_config_text(

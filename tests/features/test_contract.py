@@ -642,3 +642,65 @@ async def test_get_many_when_array_or_str_bytes_corrupt_then_missing_never_raise
     assert set(rows["AAPL"]) == set(good) - {field_name}
     assert set(rows["MSFT"]) == set(good)
     assert any(e["event"] == "corrupt feature value treated as missing" for e in logs)
+
+
+FLOATS = FeatureSet(
+    name="floats",
+    version=1,
+    fields=(
+        FeatureField("score", FieldType.FLOAT),
+        FeatureField("gap", FieldType.FLOAT, allow_nan=True),
+    ),
+)
+"""An all-float set: writes take the store's fast path for finite floats."""
+
+BAD_FLOAT_WRITES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("unknown feature", "AAPL", {"score": 1.0, "nope": 1.0}, "'nope'"),
+    ("string", "AAPL", {"score": "1.0"}, "'score'"),
+    ("NaN where forbidden", "AAPL", {"score": math.nan}, "'score'"),
+    ("infinity", "AAPL", {"gap": -math.inf}, "'gap'"),
+    ("bad entity", "bad entity!", {"score": 1.0}, "'bad entity!'"),
+    ("no values", "AAPL", {}, "no values"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entity", "values", "named"),
+    [case[1:] for case in BAD_FLOAT_WRITES],
+    ids=[case[0] for case in BAD_FLOAT_WRITES],
+)
+async def test_put_many_when_float_row_invalid_then_same_error_as_validating_path(
+    backend: Backend, entity: str, values: dict[str, Any], named: str
+) -> None:
+    # Arrange
+    await backend.store.register(FLOATS)
+    writes = backend.store.stats.writes
+    # Act
+    with pytest.raises(FeatureError) as caught:
+        await backend.store.put_many(FLOATS, {"MSFT": {"score": 1.0}, entity: values}, TS)
+    # Assert
+    assert "floats:v1" in str(caught.value)
+    assert named in str(caught.value)
+    assert backend.store.stats.writes == writes
+
+
+async def test_put_many_when_float_rows_then_round_trip_bit_exact_with_nan_and_ints(
+    backend: Backend,
+) -> None:
+    # Arrange: fast-path rows, a NaN where allowed and an int (both take the validating path)
+    await backend.store.register(FLOATS)
+    rows = {
+        "AAPL": {"score": 0.1 + 0.2, "gap": -1e-300},
+        "MSFT": {"score": 5, "gap": math.nan},
+    }
+    # Act
+    await backend.store.put_many(FLOATS, rows, TS)
+    await backend.store.flush()
+    got = await backend.store.get_many(FLOATS, ["AAPL", "MSFT"])
+    # Assert
+    assert got["AAPL"]["score"].value == 0.1 + 0.2
+    assert got["AAPL"]["gap"].value == -1e-300
+    assert got["AAPL"]["score"].ts == TS
+    assert got["MSFT"]["score"].value == 5.0
+    assert type(got["MSFT"]["score"].value) is float
+    assert math.isnan(got["MSFT"]["gap"].value)
