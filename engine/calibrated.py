@@ -53,6 +53,7 @@ from engine.calibration import (
     regime_group,
 )
 from engine.features import FeatureSet
+from engine.regime import RegimeReader
 
 
 class CalibratedAgentParams(BaseModel):
@@ -226,6 +227,9 @@ class CalibratedAgent(Agent[CP]):
         self._max_gap = timedelta(days=p.max_gap_days)
         self.calibrator = p.calibrator(self._bars_h, n_features=self.n_features)
         self._groups = {r: regime_group(r, p.regime_grouping) for r in Regime}
+        if self._regimes is None:  # built outside an engine or harness
+            self._regimes = RegimeReader(self.features)
+        self._regime_reader = self._regimes
         self._rows: dict[str, Mapping[str, float]] = {}
         self._rows_ts: datetime | None = None
         if self.feature_set is not None:
@@ -314,7 +318,8 @@ class CalibratedAgent(Agent[CP]):
                         await self._publish_rows()
                         self._rows_ts = bar.ts_event
                     self._rows[symbol] = values
-            regime = await self.regime(symbol)
+            cached = self._regime_reader.peek(symbol, bar.ts_event)  # no await when cached
+            regime = cached if cached is not None else await self.regime(symbol)
             group = self._groups[regime]
         est = self.calibrator.update(symbol, x, close, scale=vol * self._h_sqrt, regime=group)
         if est is None or x is None:

@@ -234,11 +234,35 @@ class _Model:
         if pred is not None:
             err = y - pred
             sq = err * err
-            if math.isfinite(sq):
+            if sq < _INF:
                 self.err_w = self.lam_err * self.err_w + 1.0
                 self.err_mse += (sq - self.err_mse) / self.err_w
                 self.n_errors += 1
-        return self.add(xs, y, self.lam)
+        if self.k != 1:
+            return self.add(xs, y, self.lam)
+        # `add` for one feature, inlined: this runs for every realized sample of every agent
+        lam = self.lam
+        w = lam * self.w + 1.0
+        dy = y - self.my
+        my = self.my + dy / w
+        cyy = lam * self.cyy + dy * (y - my)
+        x = xs[0]
+        mx = self.mx
+        dx = x - mx[0]
+        mx0 = mx[0] + dx / w
+        c_xx = lam * self.cxx[0][0] + dx * (x - mx0)
+        c_xy = lam * self.cxy[0] + dx * (y - my)
+        if not (cyy < _INF and c_xx < _INF and -_INF < c_xy < _INF):
+            return False
+        mx[0] = mx0
+        self.cxx[0][0] = c_xx
+        self.cxy[0] = c_xy
+        self.w = w
+        self.w2 = lam * lam * self.w2 + 1.0
+        self.my = my
+        self.cyy = cyy
+        self.n += 1
+        return True
 
     def add(self, xs: tuple[float, ...], y: float, lam: float) -> bool:
         """Add one sample with decay `lam` on the old ones; False (state unchanged) on overflow."""
