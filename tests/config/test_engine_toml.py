@@ -104,8 +104,9 @@ def test_load_when_shipped_engine_toml_then_agent_params_written_out_are_the_def
     from engine.loader import load_agents
 
     config = load_config(ENGINE_TOML, env={})
-    # Act
-    loaded = load_agents(config.agents)
+    # Act: the switched-off agents too
+    loaded = load_agents([a.model_copy(update={"enabled": True}) for a in config.agents])
+    assert len(loaded) == 12
     # Assert
     for agent in loaded:
         defaults = type(agent.params)().model_dump()

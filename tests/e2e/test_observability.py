@@ -165,7 +165,8 @@ async def test_run_when_scraped_over_http_then_metrics_pass_promtool_and_cover_t
     assert not missing, f"dashboard queries metrics the engine does not export: {missing}"
     families = {f.name: f for f in text_string_to_metric_families(final)}
     signals = {s.labels["agent"]: s.value for s in families["tradeengine_signals"].samples}
-    assert set(signals) == {"momentum", "reversal", "yield_curve"}
+    assert engine.supervisor is not None
+    assert set(signals) == set(engine.supervisor.runners)
     assert sum(signals.values()) == sum(r.stats.signals for r in engine.supervisor.runners.values())  # type: ignore[union-attr]
     handler = families["tradeengine_agent_handler_duration_seconds"]
     counts = {s.labels["agent"]: s.value for s in handler.samples if s.name.endswith("_count")}
@@ -188,7 +189,8 @@ async def test_run_when_real_prometheus_scrapes_the_shipped_config_then_signals_
             result = await prometheus.wait_for_samples("tradeengine_signals_total", timeout_s=60)
     # Assert
     by_agent = {r["metric"]["agent"]: float(r["value"][1]) for r in result}
-    assert set(by_agent) == {"momentum", "reversal", "yield_curve"}
+    assert set(by_agent) == {a.name for a in default_config().agents if a.enabled}
+    assert len(by_agent) == 10
     assert all(r["metric"]["job"] == "tradeengine" for r in result)
     assert sum(by_agent.values()) > 0
 

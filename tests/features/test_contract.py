@@ -644,7 +644,7 @@ async def test_get_many_when_array_or_str_bytes_corrupt_then_missing_never_raise
     assert any(e["event"] == "corrupt feature value treated as missing" for e in logs)
 
 
-FLOATS = FeatureSet(
+FLOAT_SET = FeatureSet(
     name="floats",
     version=1,
     fields=(
@@ -673,11 +673,11 @@ async def test_put_many_when_float_row_invalid_then_same_error_as_validating_pat
     backend: Backend, entity: str, values: dict[str, Any], named: str
 ) -> None:
     # Arrange
-    await backend.store.register(FLOATS)
+    await backend.store.register(FLOAT_SET)
     writes = backend.store.stats.writes
     # Act
     with pytest.raises(FeatureError) as caught:
-        await backend.store.put_many(FLOATS, {"MSFT": {"score": 1.0}, entity: values}, TS)
+        await backend.store.put_many(FLOAT_SET, {"MSFT": {"score": 1.0}, entity: values}, TS)
     # Assert
     assert "floats:v1" in str(caught.value)
     assert named in str(caught.value)
@@ -688,15 +688,15 @@ async def test_put_many_when_float_rows_then_round_trip_bit_exact_with_nan_and_i
     backend: Backend,
 ) -> None:
     # Arrange: fast-path rows, a NaN where allowed and an int (both take the validating path)
-    await backend.store.register(FLOATS)
+    await backend.store.register(FLOAT_SET)
     rows = {
         "AAPL": {"score": 0.1 + 0.2, "gap": -1e-300},
         "MSFT": {"score": 5, "gap": math.nan},
     }
     # Act
-    await backend.store.put_many(FLOATS, rows, TS)
+    await backend.store.put_many(FLOAT_SET, rows, TS)
     await backend.store.flush()
-    got = await backend.store.get_many(FLOATS, ["AAPL", "MSFT"])
+    got = await backend.store.get_many(FLOAT_SET, ["AAPL", "MSFT"])
     # Assert
     assert got["AAPL"]["score"].value == 0.1 + 0.2
     assert got["AAPL"]["gap"].value == -1e-300
