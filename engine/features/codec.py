@@ -113,6 +113,11 @@ def encode_finite_float(value: float, ts_us: int) -> bytes:
     return _FLOAT_VALUE.pack(TAG_FLOAT, ts_us, value)
 
 
+def encode_str(value: str, ts_us: int) -> bytes:
+    """Bytes of a string already known to fit its field (the writers' fast path)."""
+    return _HEADER.pack(TAG_STR, ts_us) + value.encode("utf-8")
+
+
 def encode(spec: FeatureField, value: Value, ts_us: int) -> bytes:
     """Bytes of an already validated value (see `FeatureSet.validate`)."""
     kind = spec.type

@@ -90,8 +90,10 @@ class FeatureSet:
     default_ttl_s: float | None = None
     description: str = ""
     _by_name: dict[str, FeatureField] = field(init=False, repr=False, compare=False)
-    floats_only: bool = field(init=False, repr=False, compare=False)
-    """Every field is a FLOAT: writes may take the store's fast path for finite floats."""
+    fast_fields: dict[str, int] | None = field(init=False, repr=False, compare=False)
+    """For sets of only FLOAT and STR fields: name -> -1 for a float, or the longest string (in
+    characters) that certainly fits the field's byte limit; writes of finite floats and such
+    strings take the store's fast path. None for sets with other field types."""
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -108,7 +110,14 @@ class FeatureSet:
         if not by_name:
             raise FeatureError(f"feature set {self.name}: declares no fields")
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "floats_only", all(f.type is FieldType.FLOAT for f in self.fields))
+        fast: dict[str, int] = {}
+        for f in self.fields:
+            if f.type is FieldType.FLOAT:
+                fast[f.name] = -1
+            elif f.type is FieldType.STR:
+                fast[f.name] = (f.max_len or MAX_STR_BYTES) // 4  # UTF-8: <= 4 bytes a char
+        scalar_only = len(fast) == len(self.fields)
+        object.__setattr__(self, "fast_fields", fast if scalar_only else None)
 
     @property
     def ref(self) -> str:

@@ -37,6 +37,7 @@ from engine.features.codec import (
     decode,
     encode,
     encode_finite_float,
+    encode_str,
     stored_ts_us,
     ts_to_us,
     us_to_ts,
@@ -316,21 +317,31 @@ class FeatureStore(AsyncService, ABC):
         field = fs.field
         keys = self._keys
         fs_id = id(fs)
-        fast = fs.floats_only
-        by_name = fs._by_name
+        fast = fs.fast_fields
         inf = math.inf
         for entity, values in rows.items():
             encoded: dict[str, bytes] | None = None
             checked: Mapping[str, Any]
-            if fast and values:
-                # The common case of agents' indicator rows: finite floats of known fields.
-                # Anything else (an unknown name, NaN, a non-float) takes the validating path.
+            if fast is not None and values:
+                # The common case of indicator and regime rows: finite floats and short strings
+                # of known fields. Anything else (an unknown name, NaN, a non-float, a string
+                # that might exceed its limit) takes the validating path.
                 encoded = {}
                 for name, v in values.items():
-                    if type(v) is not float or not -inf < v < inf or name not in by_name:
+                    limit = fast.get(name)
+                    if limit is None:
                         encoded = None
                         break
-                    encoded[name] = encode_finite_float(v, ts_us)
+                    if limit < 0:
+                        if type(v) is not float or not -inf < v < inf:
+                            encoded = None
+                            break
+                        encoded[name] = encode_finite_float(v, ts_us)
+                    elif type(v) is str and len(v) <= limit:
+                        encoded[name] = encode_str(v, ts_us)
+                    else:
+                        encoded = None
+                        break
             if encoded is None:
                 checked = fs.validate(entity, values)
                 encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}

@@ -650,9 +650,10 @@ FLOAT_SET = FeatureSet(
     fields=(
         FeatureField("score", FieldType.FLOAT),
         FeatureField("gap", FieldType.FLOAT, allow_nan=True),
+        FeatureField("label", FieldType.STR, max_len=8),
     ),
 )
-"""An all-float set: writes take the store's fast path for finite floats."""
+"""Floats and a string: writes take the store's fast path for finite floats and short strings."""
 
 BAD_FLOAT_WRITES: list[tuple[str, str, dict[str, Any], str]] = [
     ("unknown feature", "AAPL", {"score": 1.0, "nope": 1.0}, "'nope'"),
@@ -661,6 +662,9 @@ BAD_FLOAT_WRITES: list[tuple[str, str, dict[str, Any], str]] = [
     ("infinity", "AAPL", {"gap": -math.inf}, "'gap'"),
     ("bad entity", "bad entity!", {"score": 1.0}, "'bad entity!'"),
     ("no values", "AAPL", {}, "no values"),
+    ("oversized str", "AAPL", {"label": "x" * 9}, "'label'"),
+    ("multi-byte str over the byte limit", "AAPL", {"label": "é" * 5}, "'label'"),
+    ("float for str", "AAPL", {"label": 1.0}, "'label'"),
 ]
 
 
@@ -669,7 +673,7 @@ BAD_FLOAT_WRITES: list[tuple[str, str, dict[str, Any], str]] = [
     [case[1:] for case in BAD_FLOAT_WRITES],
     ids=[case[0] for case in BAD_FLOAT_WRITES],
 )
-async def test_put_many_when_float_row_invalid_then_same_error_as_validating_path(
+async def test_put_many_when_scalar_row_invalid_then_same_error_as_validating_path(
     backend: Backend, entity: str, values: dict[str, Any], named: str
 ) -> None:
     # Arrange
@@ -684,13 +688,13 @@ async def test_put_many_when_float_row_invalid_then_same_error_as_validating_pat
     assert backend.store.stats.writes == writes
 
 
-async def test_put_many_when_float_rows_then_round_trip_bit_exact_with_nan_and_ints(
+async def test_put_many_when_scalar_rows_then_round_trip_bit_exact_with_nan_and_ints(
     backend: Backend,
 ) -> None:
     # Arrange: fast-path rows, a NaN where allowed and an int (both take the validating path)
     await backend.store.register(FLOAT_SET)
     rows = {
-        "AAPL": {"score": 0.1 + 0.2, "gap": -1e-300},
+        "AAPL": {"score": 0.1 + 0.2, "gap": -1e-300, "label": "calm"},
         "MSFT": {"score": 5, "gap": math.nan},
     }
     # Act
@@ -701,6 +705,7 @@ async def test_put_many_when_float_rows_then_round_trip_bit_exact_with_nan_and_i
     assert got["AAPL"]["score"].value == 0.1 + 0.2
     assert got["AAPL"]["gap"].value == -1e-300
     assert got["AAPL"]["score"].ts == TS
+    assert got["AAPL"]["label"].value == "calm"
     assert got["MSFT"]["score"].value == 5.0
     assert type(got["MSFT"]["score"].value) is float
     assert math.isnan(got["MSFT"]["gap"].value)
