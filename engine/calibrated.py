@@ -169,8 +169,9 @@ class CalibratedAgent(Agent[CP]):
     Subclass as ``class MyAgent(CalibratedAgent[MyParams])`` with ``MyParams`` a subclass of
     `CalibratedAgentParams`; set `horizon` (and `feature_set`, `n_features` when needed);
     implement `indicator`. Override `history_bars` when the indicator needs past closes,
-    `new_extra` for other per-symbol state, `published` / `signal_features` to change what is
-    written to the store or attached to the signal.
+    `new_extra` and `observe` for other per-symbol state, `begin_step` for a cross-sectional
+    score, `published` / `signal_features` to change what is written to the store or attached
+    to the signal.
     """
 
     horizon: ClassVar[Horizon]
@@ -187,6 +188,15 @@ class CalibratedAgent(Agent[CP]):
         """The subclass's own per-symbol state (``state.extra``), made on a symbol's first bar
         and again after a gap restarted it."""
         return None
+
+    async def begin_step(self, ts: datetime) -> None:
+        """Called once per timestamp, before its first bar is recorded: every symbol's state
+        still ends at the previous step, so a cross-sectional score computed here is the same
+        whatever order the step's bars arrive in and uses no close of the step."""
+
+    def observe(self, bar: Bar, state: SymbolState) -> None:
+        """Called for every recorded bar, before `indicator` and whether or not the volatility
+        is ready yet: advance the subclass's own per-bar state (``state.extra``) here."""
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> Indicator:
         """The indicator at this bar (already recorded in `state`), from data known now; None
@@ -230,6 +240,10 @@ class CalibratedAgent(Agent[CP]):
         if self._regimes is None:  # built outside an engine or harness
             self._regimes = RegimeReader(self.features)
         self._regime_reader = self._regimes
+        self._step_ts: datetime | None = None
+        cls = type(self)
+        self._begins_steps = cls.begin_step is not CalibratedAgent.begin_step
+        self._observes = cls.observe is not CalibratedAgent.observe
         self._rows: dict[str, Mapping[str, float]] = {}
         self._rows_ts: datetime | None = None
         if self.feature_set is not None:
@@ -292,9 +306,16 @@ class CalibratedAgent(Agent[CP]):
         return state
 
     async def on_bar(self, bar: Bar) -> None:
+        ts = bar.ts_event
+        if self._step_ts is None or ts > self._step_ts:
+            self._step_ts = ts
+            if self._begins_steps:
+                await self.begin_step(ts)
         state = self.state_of(bar)
         if state is None:
             return
+        if self._observes:
+            self.observe(bar, state)
         await self.calibrate(bar, state)
 
     async def calibrate(self, bar: Bar, state: SymbolState) -> Estimate | None:

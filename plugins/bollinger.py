@@ -156,15 +156,10 @@ class BollingerReversionAgent(CalibratedAgent[BollingerReversionParams]):
     def new_extra(self, symbol: str) -> RollingBand:
         return RollingBand(self.params.window)
 
-    async def on_bar(self, bar: Bar) -> None:
-        state = self.state_of(bar)
-        if state is None:
-            return
-        # The window must see every bar, including the ones before vol is ready (when the base
-        # class does not call `indicator`), so it is advanced here.
+    def observe(self, bar: Bar, state: SymbolState) -> None:
+        # every bar, including those before vol is ready (when `indicator` is not called)
         band: RollingBand = state.extra
         band.push(bar.close)
-        await self.calibrate(bar, state)
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         band: RollingBand = state.extra

@@ -133,26 +133,15 @@ class CrossSectionalMomentumAgent(CalibratedAgent[CrossSectionalMomentumParams])
         return self.params.lookback
 
     async def setup(self) -> None:
-        self._step_ts: datetime | None = None
         self._stale_after = timedelta(days=self.params.max_gap_days)
         self._ranks: dict[str, float] = {}
-
-    async def on_bar(self, bar: Bar) -> None:
-        ts = bar.ts_event
-        if self._step_ts is None or ts > self._step_ts:
-            # Before this bar is recorded: every state still ends at the previous step.
-            self._roll_step(ts)
-        state = self.state_of(bar)
-        if state is not None:
-            await self.calibrate(bar, state)
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         return self._ranks.get(bar.symbol)
 
-    def _roll_step(self, ts: datetime) -> None:
+    async def begin_step(self, ts: datetime) -> None:
         """First bar of a new timestamp: rank the universe's 12-1 momentum from the states as
         they stood at the end of the previous step."""
-        self._step_ts = ts
         p = self.params
         max_gap = self._stale_after
         back, recent = p.lookback - 1, p.skip - 1

@@ -104,26 +104,15 @@ class LowVolatilityAgent(CalibratedAgent[LowVolatilityParams]):
     feature_set = LOW_VOLATILITY_FEATURES
 
     async def setup(self) -> None:
-        self._step_ts: datetime | None = None
         self._stale_after = timedelta(days=self.params.max_gap_days)
         self._scores: dict[str, float] = {}
-
-    async def on_bar(self, bar: Bar) -> None:
-        ts = bar.ts_event
-        if self._step_ts is None or ts > self._step_ts:
-            # Before this bar is recorded: every state still ends at the previous step.
-            self._roll_step(ts)
-        state = self.state_of(bar)
-        if state is not None:
-            await self.calibrate(bar, state)
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         return self._scores.get(bar.symbol)
 
-    def _roll_step(self, ts: datetime) -> None:
+    async def begin_step(self, ts: datetime) -> None:
         """First bar of a new timestamp: score the cross-section as it stood at the end of the
         previous step (identical for every bar of this step, whatever their order)."""
-        self._step_ts = ts
         max_gap = self._stale_after
         log_vols: dict[str, float] = {}
         for symbol, state in self.states.items():

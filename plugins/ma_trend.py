@@ -113,15 +113,10 @@ class MovingAverageTrendAgent(CalibratedAgent[MovingAverageTrendParams]):
     async def setup(self) -> None:
         self._k = gap_risk_factor(self.params.fast, self.params.slow)
 
-    async def on_bar(self, bar: Bar) -> None:
-        state = self.state_of(bar)
-        if state is None:
-            return
-        # The fast window must see every bar, including the ones before vol is ready (when the
-        # base class does not call `indicator`), so it is advanced here.
+    def observe(self, bar: Bar, state: SymbolState) -> None:
+        # every bar, including those before vol is ready (when `indicator` is not called)
         fast: RingBuffer = state.extra
         fast.append(bar.close)
-        await self.calibrate(bar, state)
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         slow = state.closes

@@ -111,15 +111,10 @@ class RsiReversionAgent(CalibratedAgent[RsiReversionParams]):
     def new_extra(self, symbol: str) -> WilderRsi:
         return WilderRsi(self.params.period)
 
-    async def on_bar(self, bar: Bar) -> None:
-        state = self.state_of(bar)
-        if state is None:
-            return
-        # The recursion must see every bar, including the ones before vol is ready (when the
-        # base class does not call `indicator`), so it is advanced here.
+    def observe(self, bar: Bar, state: SymbolState) -> None:
+        # every bar, including those before vol is ready (when `indicator` is not called)
         rsi: WilderRsi = state.extra
         rsi.update(bar.close)
-        await self.calibrate(bar, state)
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> float | None:
         rsi: WilderRsi = state.extra

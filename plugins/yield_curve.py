@@ -89,7 +89,6 @@ class YieldCurveAgent(CalibratedAgent[YieldCurveParams]):
         self._series = (p.long_series, p.mid_series, p.short_series)
         self._latest: dict[str, tuple[datetime, float]] = {}
         self._max_age = timedelta(days=p.max_staleness_days)
-        self._step_ts: datetime | None = None
         self._slopes: deque[tuple[float, float] | None] = deque(maxlen=p.change_window + 1)
         self._features: tuple[float, float, float, float] | None = None
         self._fresh = False
@@ -99,19 +98,15 @@ class YieldCurveAgent(CalibratedAgent[YieldCurveParams]):
         if observation.series in self._series:
             self._latest[observation.series] = (observation.ts_event, observation.value)
 
-    async def on_bar(self, bar: Bar) -> None:
-        if bar.ts_event != self._step_ts:
-            self._roll_step(bar.ts_event)
-            if self._features is not None:
-                await self.features.put(
-                    YIELD_CURVE_FEATURES,
-                    CURVE_ENTITY,
-                    dict(zip(_FEATURES, self._features, strict=True)),
-                    ts=bar.ts_event,
-                )
-        state = self.state_of(bar)
-        if state is not None:
-            await self.calibrate(bar, state)
+    async def begin_step(self, ts: datetime) -> None:
+        self._roll_step(ts)
+        if self._features is not None:
+            await self.features.put(
+                YIELD_CURVE_FEATURES,
+                CURVE_ENTITY,
+                dict(zip(_FEATURES, self._features, strict=True)),
+                ts=ts,
+            )
 
     def indicator(self, bar: Bar, state: SymbolState, vol: float) -> Indicator:
         return self._features
@@ -129,7 +124,6 @@ class YieldCurveAgent(CalibratedAgent[YieldCurveParams]):
 
     def _roll_step(self, ts: datetime) -> None:
         """First bar of a new timestamp: snapshot the curve as known now, derive the features."""
-        self._step_ts = ts
         slopes = self._current_slopes(ts)
         self._slopes.append(slopes)
         if (slopes is not None) != self._fresh:
