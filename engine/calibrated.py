@@ -158,6 +158,12 @@ class SymbolState:
         return max(self.vol.std, self._floor)
 
 
+def _finite(x: float | tuple[float, ...]) -> bool:
+    if isinstance(x, tuple):
+        return all(-math.inf < v < math.inf for v in x)
+    return -math.inf < x < math.inf
+
+
 CP = TypeVar("CP", bound=CalibratedAgentParams)
 
 Indicator = float | tuple[float, ...] | None
@@ -329,6 +335,9 @@ class CalibratedAgent(Agent[CP]):
             self.calibrator.update(symbol, None, close)
             return None
         x = self.indicator(bar, state, vol)
+        if x is not None and not _finite(x):
+            self.skip(symbol, "indicator not finite", x=repr(x))
+            x = None
         regime = Regime.UNKNOWN
         group: str | None = None
         if x is not None:

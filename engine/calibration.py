@@ -223,23 +223,21 @@ class _Model:
         halflife: float,
         error_halflife: float,
     ) -> bool:
-        """Score `pred` against the realized `y` (if a forecast was made), then add the sample;
-        the decays follow the number of keys feeding the model (module docstring, "Memory")."""
+        """Add the sample, then score `pred` (the forecast made for it, if any) against the
+        realized `y`; False, with nothing changed but the key count, when the sums would
+        overflow. The decays follow the number of keys feeding the model (module docstring,
+        "Memory")."""
         keys = self.keys
         if key not in keys:
             keys.add(key)
             n_keys = len(keys)
             self.lam = 0.5 ** (1.0 / (halflife * n_keys))
             self.lam_err = 0.5 ** (1.0 / (error_halflife * n_keys))
-        if pred is not None:
-            err = y - pred
-            sq = err * err
-            if sq < _INF:
-                self.err_w = self.lam_err * self.err_w + 1.0
-                self.err_mse += (sq - self.err_mse) / self.err_w
-                self.n_errors += 1
         if self.k != 1:
-            return self.add(xs, y, self.lam)
+            if not self.add(xs, y, self.lam):
+                return False
+            self._score(y, pred)
+            return True
         # `add` for one feature, inlined: this runs for every realized sample of every agent
         lam = self.lam
         w = lam * self.w + 1.0
@@ -262,7 +260,19 @@ class _Model:
         self.my = my
         self.cyy = cyy
         self.n += 1
+        self._score(y, pred)
         return True
+
+    def _score(self, y: float, pred: float | None) -> None:
+        """The out-of-sample error of the forecast made for this sample (sigma's source)."""
+        if pred is None:
+            return
+        err = y - pred
+        sq = err * err
+        if sq < _INF:
+            self.err_w = self.lam_err * self.err_w + 1.0
+            self.err_mse += (sq - self.err_mse) / self.err_w
+            self.n_errors += 1
 
     def add(self, xs: tuple[float, ...], y: float, lam: float) -> bool:
         """Add one sample with decay `lam` on the old ones; False (state unchanged) on overflow."""
@@ -334,12 +344,17 @@ class _Model:
 
     def solve(self, n_eff: float, shrinkage: float, confidence_n: float) -> Fit:
         """Ridge-shrunk EW least squares on the current sums; kept in `fit` until re-solved."""
-        k = self.k
+        fit = self.fit_now(n_eff, shrinkage, confidence_n)
+        self.fit = fit
         self.n_at_fit = self.n
+        return fit
+
+    def fit_now(self, n_eff: float, shrinkage: float, confidence_n: float) -> Fit:
+        """The regression on the current sums, without keeping it (reports and tests may look
+        without changing which coefficients later forecasts use)."""
+        k = self.k
         if self.n == 0:
-            fit = Fit(0.0, (0.0,) * k, (0.0,) * k, 0.0, 0, 0.0)
-            self.fit = fit
-            return fit
+            return Fit(0.0, (0.0,) * k, (0.0,) * k, 0.0, 0, 0.0)
         inv_w = 1.0 / self.w
         ridge = max(shrinkage / n_eff, _MIN_RIDGE) if n_eff > 0.0 else 1e12
         vy = self.cyy * inv_w
@@ -356,11 +371,9 @@ class _Model:
                 s_res2 = max(vy - 2.0 * beta * sxy + beta * beta * sxx, 0.0)
             alpha = self.my - beta * self.mx[0]
             t = _t_stat(beta, s_res2 * inv_a, n_eff)
-            fit = Fit(
+            return Fit(
                 alpha, (beta,), (t,), n_eff, self.n, _confidence(t * t, 1, n_eff, confidence_n)
             )
-            self.fit = fit
-            return fit
         s = [[v * inv_w for v in row] for row in self.cxx]
         b = [v * inv_w for v in self.cxy]
         a = [row[:] for row in s]
@@ -400,9 +413,7 @@ class _Model:
         else:
             wald = math.inf
         conf = _confidence(wald, k, n_eff, confidence_n)
-        fit = Fit(alpha, tuple(betas), t_stats, n_eff, self.n, conf)
-        self.fit = fit
-        return fit
+        return Fit(alpha, tuple(betas), t_stats, n_eff, self.n, conf)
 
 
 def _predict(fit: Fit, xs: tuple[float, ...]) -> float:
@@ -670,9 +681,16 @@ class ForwardReturnCalibrator:
                     error_halflife = self.error_halflife_bars
                     if not model.learn(key, x0, y, pred0, halflife, error_halflife):
                         self.skipped += 1
-                    if gmodel0 is not None:
+                    if gmodel0 is not None and not gmodel0.learn(
                         # the regime model scores the forecast actually emitted in its regime
-                        gmodel0.learn(key, x0, y, used0, halflife, error_halflife)
+                        key,
+                        x0,
+                        y,
+                        used0,
+                        halflife,
+                        error_halflife,
+                    ):
+                        self.skipped += 1
                 else:
                     self.skipped += 1
 
@@ -732,7 +750,7 @@ class ForwardReturnCalibrator:
         for (k, group), model in sorted(self._regime_models.items()):
             if k != owner:
                 continue
-            fit = model.solve(self._n_eff(model), self.shrinkage, self.confidence_n)
+            fit = model.fit_now(self._n_eff(model), self.shrinkage, self.confidence_n)
             rmse = math.sqrt(model.err_mse) if model.n_errors else math.nan
             out[group] = RegimeFit(fit, rmse, model.n_errors)
         return out

@@ -280,7 +280,7 @@ class TradingPipeline(AsyncService):
             labels = await store.get_many(REGIME, [*wanted, MARKET_ENTITY], ("label",))
             for entity, row in labels.items():
                 label = row.get("label")
-                if label is not None:
+                if label is not None and label.ts == step:  # not an older step's label
                     market.setdefault(entity, {})["regime"] = label
         return market
 

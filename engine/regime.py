@@ -27,7 +27,9 @@ for a move well inside ordinary noise. Volatility is judged relative to the enti
 long-run level, so a utility and a chip maker both spend most of their time calm.
 UNKNOWN until `min_obs` returns and a full SMA window exist. The market entity
 (``MARKET_ENTITY``) is an equal-weighted index of the step's symbols: its log return is the
-mean log return of the symbols that traded in the step and the step before.
+mean log return of the symbols that traded in the step and the step before. A move across a gap
+in a symbol's data (it did not trade in the previous step) is left out of its volatilities and
+of the market's return: it is not one bar's return.
 
 Trade-offs: EWMA rather than GARCH - one parameter less to estimate walk-forward, no
 optimiser in the hot path, and RiskMetrics' persistence is close to typical GARCH fits on daily
@@ -131,12 +133,14 @@ class RegimeModel:
         self._n = 0
         self._trend_scale = math.sqrt(cfg.trend_window / 2.0)
 
-    def update(self, price: float) -> RegimeReading:
-        """Record this bar's close (finite, > 0) and return the regime as of this bar."""
+    def update(self, price: float, *, after_gap: bool = False) -> RegimeReading:
+        """Record this bar's close (finite, > 0) and return the regime as of this bar.
+        `after_gap`: the previous close is too old for the move to count as one bar's return
+        (it is left out of the volatilities)."""
         if not (price > 0.0 and math.isfinite(price)):
             raise ValueError(f"price must be finite and > 0, got {price!r}")
         prev = self._prev
-        if prev is not None:
+        if prev is not None and not after_gap:
             r = math.log(price / prev)
             r2 = r * r
             self._short.update(r2)
@@ -204,7 +208,10 @@ class RegimeService:
         self._models: dict[str, RegimeModel] = {}
         self._market = RegimeModel(cfg)
         self._market_level = 1.0
-        self._last: dict[str, float] = {}
+        self._last: dict[str, tuple[float, datetime]] = {}
+        """Each symbol's latest close and the step it was seen in."""
+        self._last_step: datetime | None = None
+        """The latest step that had bars."""
         self._warned: set[str] = set()
         self.stats = RegimeStats()
         self.latest: dict[str, RegimeReading] = {}
@@ -240,15 +247,19 @@ class RegimeService:
             if model is None:
                 model = models[symbol] = RegimeModel(self._cfg)
             prev = last.get(symbol)
-            if prev is not None:
-                log_returns.append(math.log(close / prev))
-            last[symbol] = close
-            reading = model.update(close)
+            # A move counts as one step's return only from the previous step; one across a gap
+            # in the symbol's data is neither a daily return nor part of the market's.
+            after_gap = prev is not None and prev[1] != self._last_step
+            if prev is not None and not after_gap:
+                log_returns.append(math.log(close / prev[0]))
+            last[symbol] = (close, ts)
+            reading = model.update(close, after_gap=after_gap)
             self.latest[symbol] = reading
             rows[symbol] = reading.row()
             self.stats.bars += 1
         if not rows:
-            return
+            return  # a step without bars (a macro-only date) is no gap for anyone
+        self._last_step = ts
         if log_returns:
             mean = math.fsum(log_returns) / len(log_returns)
             self._market_level *= math.exp(mean)
@@ -300,15 +311,22 @@ class RegimeReader:
                 return cached
         if entity not in self._entities:
             self._entities.append(entity)
-        rows = await self._store.get_many(REGIME, self._entities, ("label",))
-        cache = self._cache
-        for name, row in rows.items():
-            value = row.get("label")
+        # A copy: another consumer may add an entity while this read awaits the backend.
+        entities = list(self._entities)
+        rows = await self._store.get_many(REGIME, entities, ("label",))
+        labels: dict[str, Regime] = {}
+        for name in entities:
+            value = rows.get(name, {}).get("label")
             if value is None or value.ts > ts:
-                cache[name] = Regime.UNKNOWN
+                labels[name] = Regime.UNKNOWN
             else:
-                cache[name] = _BY_VALUE.get(str(value.value), Regime.UNKNOWN)
-        return cache[entity]
+                labels[name] = _BY_VALUE.get(str(value.value), Regime.UNKNOWN)
+        if self._ts == ts:  # still the step this read was for: share it
+            cache = self._cache
+            for name, label in labels.items():
+                if cache.get(name, Regime.UNKNOWN) is Regime.UNKNOWN:
+                    cache[name] = label
+        return labels[entity]
 
 
 __all__ = [

@@ -250,6 +250,8 @@ class AgentRunner:
                 if handler is None:
                     if isinstance(message, Watermark):
                         await self._on_source_watermark(message)
+                        if self.state is AgentState.QUARANTINED:  # on_step_end failed for good
+                            return
                     else:
                         self._on_unexpected(topic, message)
                     continue
@@ -329,13 +331,18 @@ class AgentRunner:
         if step_end is not None:
             agent = self.agent
             agent._current = wm
+            self._busy_event = wm
+            self._overrun_reported = False
+            self._busy_since = self._clock.monotonic()  # the overrun watchdog sees this hook too
             try:
                 await step_end(ts)
             except Exception as exc:
+                self._busy_since = None
                 await self._on_hook_failure(exc, wm, "on_step_end")
                 if self.state is AgentState.QUARANTINED:
                     return
             else:
+                self._busy_since = None
                 agent._current = None
                 if agent._outbox:
                     await self._publish_outbox()

@@ -458,3 +458,34 @@ def test_model_when_samples_added_then_co_moments_equal_brute_force(k: int) -> N
                 for wi, (xs, _) in zip(w, samples, strict=True)
             )
             assert model.cxx[i][j] == pytest.approx(cxx, rel=1e-8, abs=1e-9)
+
+
+def test_regime_fits_when_called_mid_run_then_later_estimates_unchanged() -> None:
+    # Arrange: two identical calibrators; one is inspected half-way
+    xs, prices, groups = _regime_path(3_000, seed=17)
+    a = ForwardReturnCalibrator(5, min_samples=60, refit_every=7)
+    b = ForwardReturnCalibrator(5, min_samples=60, refit_every=7)
+    out_a, out_b = [], []
+    # Act
+    for t, (x, p, g) in enumerate(zip(xs, prices, groups, strict=True)):
+        out_a.append(a.update("A", x, p, regime=g))
+        out_b.append(b.update("A", x, p, regime=g))
+        if t == 1_500:
+            assert b.regime_fits()
+    # Assert: looking is not touching
+    assert out_a == out_b
+
+
+def test_learn_when_sample_would_overflow_then_false_and_model_unchanged() -> None:
+    # Arrange
+    from engine.calibration import _Model
+
+    model = _Model(1)
+    for i in range(10):
+        assert model.learn("A", (float(i),), 0.01 * i, 0.0, 100.0, 100.0)
+    before = (model.n, model.n_errors, model.err_mse, model.w, model.my, model.cyy)
+    # Act
+    ok = model.learn("A", (1e200,), 1.0, 0.0, 100.0, 100.0)  # the error alone is finite
+    # Assert
+    assert not ok
+    assert (model.n, model.n_errors, model.err_mse, model.w, model.my, model.cyy) == before

@@ -220,3 +220,66 @@ async def test_agent_regime_when_step_published_then_sees_the_same_steps_label()
     assert signals[-1].regime is not Regime.UNKNOWN
     assert signals[0].regime is Regime.UNKNOWN
     assert signals[-1].features == {"market_known": 1.0}
+
+
+async def test_reader_when_two_agents_read_concurrently_then_both_see_the_stored_labels() -> None:
+    # Arrange: a backend whose reads really wait (like Redis), so reads interleave
+    import asyncio
+
+    class SlowStore(MemoryFeatureStore):
+        async def _read(self, fs, entities, names):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0)
+            return await super()._read(fs, entities, names)
+
+    store = SlowStore(namespace="t")
+    await store.register(REGIME)
+    ts = datetime(2000, 1, 3, 21, tzinfo=UTC)
+    for symbol, label in (("X", "calm_range"), ("Y", "crisis")):
+        row = {"label": label, "vol_daily": 0.01, "vol_ratio": 1.0, "trend_z": 0.0}
+        await store.put(REGIME, symbol, row, ts=ts)
+    reader = RegimeReader(store)
+    # Act: two consumers of the shared reader ask about different symbols at once
+    x, y = await asyncio.gather(reader.get("X", ts), reader.get("Y", ts))
+    # Assert: neither read's result is spoiled by the other, and the cache agrees
+    assert (x, y) == (Regime.CALM_RANGE, Regime.CRISIS)
+    assert reader.peek("X", ts) is Regime.CALM_RANGE
+    assert reader.peek("Y", ts) is Regime.CRISIS
+
+
+async def test_observe_step_when_symbol_returns_after_gap_then_move_not_a_daily_return() -> None:
+    # Arrange: A and B trade every day at flat prices; C trades on day 0, then again on day 5
+    # at twice the price (a gap in its data, not a one-day doubling)
+    store = MemoryFeatureStore(namespace="t")
+    service = RegimeService(RegimeConfig(min_obs=2, trend_window=2), store)
+    await service.start()
+    t0 = datetime(2000, 1, 3, 21, tzinfo=UTC)
+    for day in range(6):
+        ts = t0 + timedelta(days=day)
+        bars = [make_bar("A", ts, 10.0), make_bar("B", ts, 20.0)]
+        if day == 0:
+            bars.append(make_bar("C", ts, 50.0))
+        if day == 5:
+            bars.append(make_bar("C", ts, 100.0))
+        # Act
+        await service.observe_step(ts, bars)
+    # Assert: the market saw no move at all, and C's volatility has no return yet
+    assert service.latest[MARKET_ENTITY].vol_daily == 0.0
+    assert math.isnan(service.latest["C"].vol_daily)
+
+
+async def test_observe_step_when_a_step_has_no_bars_then_no_gap_for_anyone() -> None:
+    # Arrange: a macro-only date (e.g. Good Friday: bonds trade, stocks do not) between two
+    # stock days must not make the next day's moves "after a gap"
+    store = MemoryFeatureStore(namespace="t")
+    service = RegimeService(RegimeConfig(min_obs=2, trend_window=2), store)
+    await service.start()
+    t0 = datetime(2000, 1, 3, 21, tzinfo=UTC)
+    await service.observe_step(t0, [make_bar("A", t0, 10.0)])
+    await service.observe_step(t0 + timedelta(days=1), [])
+    # Act
+    await service.observe_step(
+        t0 + timedelta(days=2), [make_bar("A", t0 + timedelta(days=2), 11.0)]
+    )
+    # Assert: the 10 % move is A's (and the market's) return
+    assert service.latest["A"].vol_daily == pytest.approx(math.log(1.1))
+    assert service.latest[MARKET_ENTITY].vol_daily == pytest.approx(math.log(1.1))

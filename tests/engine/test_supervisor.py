@@ -193,3 +193,51 @@ async def test_watchdog_when_hook_still_running_past_budget_then_reported_once()
     assert len(overruns) == 1
     assert overruns[0]["still_running"] is True
     assert h.stats.overruns == 1
+
+
+async def test_feed_when_on_step_end_always_raises_then_quarantined_and_silent_after() -> None:
+    # Arrange
+    from tests.kit.agents import BrokenStepEndAgent
+
+    bars = daily_bars("AAPL", [10.0 + i for i in range(12)])
+    # Act
+    async with AgentHarness(BrokenStepEndAgent, name="stepend", policy=FAST) as h:
+        await h.feed(bars)
+        state = h.state
+    # Assert: one signal per bar until the fifth failing step end quarantines it, none after
+    assert state is AgentState.QUARANTINED
+    assert h.stats.failed == FAST.max_failures
+    assert len(h.signals) == FAST.max_failures
+    assert [s.state for s in h.statuses][-1] is AgentState.QUARANTINED
+    assert h.watermarks == h.watermarks[: FAST.max_failures - 1]
+
+
+async def test_feed_when_on_step_end_overridden_then_called_per_step_before_watermark() -> None:
+    # Arrange: an agent that records the steps its hook saw and emits a signal there
+    from datetime import datetime
+
+    from contracts import Bar
+    from engine.agent import Agent, NoParams
+
+    class StepCounter(Agent[NoParams]):
+        async def on_start(self) -> None:
+            self.steps: list[datetime] = []
+
+        async def on_bar(self, bar: Bar) -> None:
+            self.last_symbol = bar.symbol
+
+        async def on_step_end(self, ts: datetime) -> None:
+            self.steps.append(ts)
+            self.signal(self.last_symbol, mu=0.0, sigma=0.01, horizon="1d", confidence=0.1)
+
+    bars = daily_bars("AAPL", [1.0, 2.0, 3.0]) + daily_bars("KO", [4.0, 5.0, 6.0])
+    # Act
+    async with AgentHarness(StepCounter, name="steps") as h:
+        await h.feed(bars)
+    # Assert: one call per step, its signal carries the step's time and precedes the watermark
+    agent = h.agent
+    assert isinstance(agent, StepCounter)
+    assert agent.steps == sorted({b.ts_event for b in bars})
+    assert [s.ts_event for s in h.signals] == agent.steps
+    kinds = [type(m).__name__ for m in h.received if type(m).__name__ != "AgentStatus"]
+    assert kinds == ["Signal", "Watermark"] * 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,3 +99,10 @@ class LeakyAgent(Agent[NoParams]):
     async def on_bar(self, bar: Bar) -> None:
         secret = os.environ.get(LEAKED_SECRET_ENV, "")
         raise ConnectionError(f"AUTH failed for password {secret!r} at redis://cache:6379")
+
+
+class BrokenStepEndAgent(EchoAgent):
+    """Echoes every bar, and its end-of-step hook always raises."""
+
+    async def on_step_end(self, ts: datetime) -> None:
+        raise RuntimeError(f"step end failed at {ts.isoformat()}")
