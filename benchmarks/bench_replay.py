@@ -75,6 +75,15 @@ async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         summary = engine.summary(completed=completed)
         agents = _agent_handlers(engine)
+        stages = {
+            name: {
+                "p50_us": round(hist.quantile(0.5) * 1e6, 1),
+                "p99_us": round(hist.quantile(0.99) * 1e6, 1),
+                "total_s": round(hist.total, 2),
+            }
+            for (name,), hist in sorted(engine.telemetry.metrics.stage.series.items())
+            if hist.count
+        }
     return {
         "wall_s": round(wall, 3),
         "steps": summary.steps,
@@ -88,6 +97,7 @@ async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
         "signals_per_s": round(summary.signals / wall),
         "final_equity": round(summary.performance.final_equity, 2),
         "agents": agents,
+        "stages": stages,
     }
 
 
