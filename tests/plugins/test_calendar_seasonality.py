@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Horizon
 from engine.testing import AgentHarness, make_bar
 from plugins.calendar_seasonality import (
     CALENDAR_FEATURES,
@@ -17,6 +16,7 @@ from plugins.calendar_seasonality import (
     calendar_features,
 )
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import assert_valid_signals, assert_warm_up, steps_of
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agents leave out by default.
@@ -44,39 +44,27 @@ async def test_feed_when_warming_up_then_silent_until_vol_and_samples_then_valid
     # min_samples / 5 steps
     symbols = ["AAPL", "KO", "XOM", "JPM", "PG"]
     bars = stock_bars(date(1995, 1, 1), date(1995, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         CalendarSeasonalityAgent, name="calendar", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 20 + 1 + 100 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.D1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert 0.0 <= s.confidence <= 1.0
-        assert math.isfinite(s.mu)
-        assert isinstance(s.regime, Regime)
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=20 + 1 + 100 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.D1)
     assert harness.stats.failed == 0
 
 
 async def test_feed_when_real_data_then_published_features_equal_brute_force() -> None:
     # Arrange: two years of two symbols, fed one step at a time, the store read after each
     symbols = ["AAPL", "KO"]
-    bars = stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=symbols)
-    steps: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        steps.setdefault(bar.ts_event, []).append(bar)
+    steps = steps_of(stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=symbols))
     checked = 0
     async with AgentHarness(CalendarSeasonalityAgent, name="calendar") as harness:
-        for ts in sorted(steps):
+        for step in steps:
+            ts = step[0].ts_event
             # Act
-            await harness.feed(steps[ts])
+            await harness.feed(step)
             rows = await harness.features.get_many(CALENDAR_FEATURES, symbols)
             # Assert: from the 21st bar on (vol trusted) the row is this bar's
             row = rows["AAPL"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Bar, Horizon
 from engine.testing import AgentHarness, make_bar
 from plugins.cross_sectional_momentum import (
     XSMOM_FEATURES,
@@ -16,19 +15,18 @@ from plugins.cross_sectional_momentum import (
     CrossSectionalMomentumParams,
 )
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import (
+    assert_valid_signals,
+    assert_warm_up,
+    feature_values,
+    steps_of,
+)
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agents leave out by default.
 ALL_SIGNALS = {"emit_zero_confidence": True}
 
 SYMBOLS = ["AAPL", "KO", "XOM", "JPM", "PG", "MSFT", "AMD"]
-
-
-def _steps(bars: list[Bar]) -> list[list[Bar]]:
-    by_ts: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        by_ts.setdefault(bar.ts_event, []).append(bar)
-    return [by_ts[ts] for ts in sorted(by_ts)]
 
 
 def _reference_scores(
@@ -51,32 +49,21 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # 21 bars more, then min_samples / 5 steps
     symbols = SYMBOLS[:5]
     bars = stock_bars(date(1995, 1, 1), date(1997, 6, 30), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         CrossSectionalMomentumAgent, name="xsmom", params={**ALL_SIGNALS, "min_samples": 200}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 252 + 21 + 200 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert 0.0 <= s.confidence <= 1.0
-        assert math.isfinite(s.mu)
-        assert isinstance(s.regime, Regime)
-        assert s.features is not None
-        assert -1.0 <= s.features["score"] <= 1.0
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=252 + 21 + 200 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.M1)
+    assert all(-1.0 <= v <= 1.0 for v in feature_values(signals, "score"))
     assert harness.stats.failed == 0
 
 
 async def test_feed_when_real_data_then_published_rank_equals_brute_force() -> None:
     # Arrange: read the store back at the end of chunks of steps, from the first ranked step on
-    steps = _steps(stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=SYMBOLS))
+    steps = steps_of(stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=SYMBOLS))
     checked = 0
     async with AgentHarness(
         CrossSectionalMomentumAgent, name="xsmom", params=ALL_SIGNALS
@@ -107,7 +94,7 @@ async def test_feed_when_step_bars_shuffled_or_their_closes_altered_then_same_ra
     # (the ranking of step t must use no close of step t; with skip = 1 the latest close
     # before the step is in the momentum, so using a step-t close would change the ranks)
     bars = stock_bars(date(1995, 1, 1), date(1996, 3, 31), symbols=SYMBOLS)
-    *history, last = _steps(bars)
+    *history, last = steps_of(bars)
     earlier = [bar for step in history for bar in step]
     variants = [
         last,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Horizon
 from engine.testing import AgentHarness, daily_bars
 from plugins.donchian import (
     DONCHIAN_FEATURES,
@@ -19,17 +19,17 @@ from plugins.donchian import (
     DonchianChannel,
 )
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import (
+    assert_valid_signals,
+    assert_warm_up,
+    feature_values,
+    read_back_each_step,
+    steps_of,
+)
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agent leaves out by default.
 ALL_SIGNALS = {"emit_zero_confidence": True}
-
-
-def _steps(bars: list[Bar]) -> list[list[Bar]]:
-    by_ts: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        by_ts.setdefault(bar.ts_event, []).append(bar)
-    return [by_ts[ts] for ts in sorted(by_ts)]
 
 
 def _brute_position(closes: list[float], window: int = 55) -> float:
@@ -46,51 +46,34 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # more, then min_samples / 5 steps
     symbols = ["AAPL", "KO", "XOM", "JPM", "PG"]
     bars = stock_bars(date(1995, 1, 1), date(1995, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         DonchianBreakoutAgent, name="donchian", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 55 + 21 + 100 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert math.isfinite(s.mu)
-        assert 0.0 <= s.confidence <= 1.0
-        assert isinstance(s.regime, Regime)
-        assert s.features is not None
-        assert -1.0 <= s.features["score"] <= 1.0
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=55 + 21 + 100 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.M1)
+    assert all(-1.0 <= v <= 1.0 for v in feature_values(signals, "score"))
     assert harness.stats.failed == 0
 
 
 async def test_feed_when_real_data_then_published_score_equals_brute_force() -> None:
     # Arrange: step by step, so every published score can be read back
     symbols = ["AAPL", "KO", "XOM", "RRC"]
-    steps = _steps(stock_bars(date(1990, 1, 1), date(1990, 12, 31), symbols=symbols))
-    closes: dict[str, list[float]] = {s: [] for s in symbols}
-    checked = 0
+    steps = steps_of(stock_bars(date(1990, 1, 1), date(1990, 12, 31), symbols=symbols))
+    # Act
     async with AgentHarness(DonchianBreakoutAgent, name="donchian", params=ALL_SIGNALS) as h:
-        for step in steps:
-            # Act
-            await h.feed(step)
-            rows = await h.features.get_many(DONCHIAN_FEATURES, symbols)
-            # Assert: nothing before 55 previous closes, then the brute-force position
-            for bar in step:
-                closes[bar.symbol].append(bar.close)
-                history = closes[bar.symbol]
-                row = rows[bar.symbol]
-                if len(history) <= 55:
-                    assert "score" not in row
-                    continue
-                assert row["score"].ts == bar.ts_event
-                assert row["score"].value == pytest.approx(_brute_position(history), abs=1e-12)
-                checked += 1
+        readings = await read_back_each_step(h, steps, DONCHIAN_FEATURES, symbols)
+    # Assert: nothing before 55 previous closes, then the brute-force position
+    checked = 0
+    for r in readings:
+        if len(r.closes) <= 55:
+            assert "score" not in r.row
+            continue
+        assert r.row["score"].ts == r.bar.ts_event
+        assert r.row["score"].value == pytest.approx(_brute_position(r.closes), abs=1e-12)
+        checked += 1
     assert checked >= 150 * len(symbols)
 
 

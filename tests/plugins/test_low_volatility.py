@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Horizon
 from engine.testing import AgentHarness, make_bar
 from plugins.low_volatility import (
     LOW_VOLATILITY_FEATURES,
@@ -17,6 +16,7 @@ from plugins.low_volatility import (
     LowVolatilityParams,
 )
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import assert_valid_signals, assert_warm_up, ew_vol, steps_of
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agents leave out by default.
@@ -25,55 +25,25 @@ ALL_SIGNALS = {"emit_zero_confidence": True}
 SYMBOLS = ["AAPL", "KO", "XOM", "JPM", "PG", "MSFT"]
 
 
-def _steps(bars: list[Bar]) -> list[list[Bar]]:
-    by_ts: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        by_ts.setdefault(bar.ts_event, []).append(bar)
-    return [by_ts[ts] for ts in sorted(by_ts)]
-
-
-def _ew_vol(closes: list[float], halflife: float = 42.0, floor: float = 0.003) -> float:
-    """EW std of the daily simple returns of `closes`, recomputed from the weights directly
-    (weight lam ** age, bias-corrected for reliability weights), floored."""
-    returns = [b / a - 1.0 for a, b in itertools.pairwise(closes)]
-    lam = 0.5 ** (1.0 / halflife)
-    weights = [lam ** (len(returns) - 1 - k) for k in range(len(returns))]
-    w = sum(weights)
-    w2 = sum(x * x for x in weights)
-    mean = sum(x * r for x, r in zip(weights, returns, strict=True)) / w
-    c = sum(x * (r - mean) ** 2 for x, r in zip(weights, returns, strict=True))
-    return max(math.sqrt(c / (w - w2 / w)), floor)
-
-
 async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals() -> None:
     # Arrange: 5 symbols; vol needs 20 returns (scores from the next step), the first 1m sample
     # 21 bars more, then min_samples / 5 steps
     symbols = SYMBOLS[:5]
     bars = stock_bars(date(1995, 1, 1), date(1995, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         LowVolatilityAgent, name="low_vol", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 21 + 21 + 100 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert 0.0 <= s.confidence <= 1.0
-        assert math.isfinite(s.mu)
-        assert isinstance(s.regime, Regime)
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=21 + 21 + 100 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.M1)
     assert harness.stats.failed == 0
 
 
 async def test_feed_when_real_data_then_published_score_equals_brute_force() -> None:
     # Arrange: read the store back at the end of several chunks of steps
-    steps = _steps(stock_bars(date(1995, 1, 1), date(1996, 6, 30), symbols=SYMBOLS))
+    steps = steps_of(stock_bars(date(1995, 1, 1), date(1996, 6, 30), symbols=SYMBOLS))
     checked = 0
     async with AgentHarness(LowVolatilityAgent, name="low_vol", params=ALL_SIGNALS) as harness:
         for end in range(37, len(steps), 37):
@@ -86,13 +56,13 @@ async def test_feed_when_real_data_then_published_score_equals_brute_force() -> 
                 for s in SYMBOLS
             }
             now = {s: [b.close for st in steps[:end] for b in st if b.symbol == s] for s in SYMBOLS}
-            log_vols = {s: math.log(_ew_vol(closes)) for s, closes in before.items()}
+            log_vols = {s: math.log(ew_vol(closes)) for s, closes in before.items()}
             centre = sum(log_vols.values()) / len(log_vols)
             for symbol in SYMBOLS:
                 row = rows[symbol]
                 assert row["score"].ts == steps[end - 1][0].ts_event
                 assert row["score"].value == pytest.approx(centre - log_vols[symbol], abs=1e-9)
-                assert row["vol_daily"].value == pytest.approx(_ew_vol(now[symbol]), rel=1e-9)
+                assert row["vol_daily"].value == pytest.approx(ew_vol(now[symbol]), rel=1e-9)
                 checked += 1
     assert checked >= 8 * len(SYMBOLS)
 
@@ -121,7 +91,7 @@ async def test_feed_when_symbols_differ_in_volatility_then_calmest_scores_highes
 async def test_feed_when_step_bars_reordered_or_altered_then_same_scores() -> None:
     # Arrange: the same history, the last step's bars in another order or with other closes
     bars = stock_bars(date(1995, 1, 1), date(1995, 6, 30), symbols=SYMBOLS)
-    *history, last = _steps(bars)
+    *history, last = steps_of(bars)
     earlier = [bar for step in history for bar in step]
     variants = [
         last,

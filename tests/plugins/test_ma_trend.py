@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Horizon
 from engine.testing import AgentHarness, daily_bars
 from plugins.ma_trend import MA_TREND_FEATURES, MovingAverageTrendAgent, MovingAverageTrendParams
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import (
+    assert_valid_signals,
+    assert_warm_up,
+    ew_vol,
+    read_back_each_step,
+    steps_of,
+)
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agent leaves out by default.
 ALL_SIGNALS = {"emit_zero_confidence": True}
-
-
-def _steps(bars: list[Bar]) -> list[list[Bar]]:
-    by_ts: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        by_ts.setdefault(bar.ts_event, []).append(bar)
-    return [by_ts[ts] for ts in sorted(by_ts)]
-
-
-def _ew_vol(closes: list[float], halflife: float = 42.0, floor: float = 0.003) -> float:
-    """EW std of the daily simple returns, from the weights directly (weight lam ** age,
-    bias-corrected for reliability weights), floored."""
-    returns = [b / a - 1.0 for a, b in itertools.pairwise(closes)]
-    lam = 0.5 ** (1.0 / halflife)
-    weights = [lam ** (len(returns) - 1 - k) for k in range(len(returns))]
-    w = sum(weights)
-    w2 = sum(x * x for x in weights)
-    mean = sum(x * r for x, r in zip(weights, returns, strict=True)) / w
-    c = sum(x * (r - mean) ** 2 for x, r in zip(weights, returns, strict=True))
-    return max(math.sqrt(c / (w - w2 / w)), floor)
 
 
 def _brute_score(closes: list[float], fast: int = 50, slow: int = 200) -> float:
@@ -45,7 +31,7 @@ def _brute_score(closes: list[float], fast: int = 50, slow: int = 200) -> float:
     k = math.sqrt(
         sum(((slow - 1 - j) / slow - max(fast - 1 - j, 0) / fast) ** 2 for j in range(slow))
     )
-    return gap / (_ew_vol(closes) * k)
+    return gap / (ew_vol(closes) * k)
 
 
 async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals() -> None:
@@ -53,50 +39,34 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # then min_samples / 5 steps
     symbols = ["AAPL", "KO", "XOM", "JPM", "PG"]
     bars = stock_bars(date(1995, 1, 1), date(1996, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         MovingAverageTrendAgent, name="ma_trend", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 199 + 21 + 100 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert math.isfinite(s.mu)
-        assert 0.0 <= s.confidence <= 1.0
-        assert isinstance(s.regime, Regime)
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=199 + 21 + 100 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.M1)
     assert harness.stats.failed == 0
 
 
 async def test_feed_when_real_data_then_published_score_equals_brute_force() -> None:
     # Arrange: step by step, so every published score can be read back
     symbols = ["AAPL", "KO", "XOM"]
-    steps = _steps(stock_bars(date(1995, 1, 1), date(1996, 3, 31), symbols=symbols))
-    closes: dict[str, list[float]] = {s: [] for s in symbols}
-    checked = 0
+    steps = steps_of(stock_bars(date(1995, 1, 1), date(1996, 3, 31), symbols=symbols))
+    # Act
     async with AgentHarness(MovingAverageTrendAgent, name="ma_trend", params=ALL_SIGNALS) as h:
-        for step in steps:
-            # Act
-            await h.feed(step)
-            rows = await h.features.get_many(MA_TREND_FEATURES, symbols)
-            # Assert: nothing before 200 closes, then the brute-force score at this bar
-            for bar in step:
-                closes[bar.symbol].append(bar.close)
-                history = closes[bar.symbol]
-                row = rows[bar.symbol]
-                if len(history) < 200:
-                    assert "score" not in row
-                    continue
-                assert row["score"].ts == bar.ts_event
-                assert row["score"].value == pytest.approx(_brute_score(history), rel=1e-9)
-                assert row["vol_daily"].value == pytest.approx(_ew_vol(history), rel=1e-9)
-                checked += 1
+        readings = await read_back_each_step(h, steps, MA_TREND_FEATURES, symbols)
+    # Assert: nothing before 200 closes, then the brute-force score at this bar
+    checked = 0
+    for r in readings:
+        if len(r.closes) < 200:
+            assert "score" not in r.row
+            continue
+        assert r.row["score"].ts == r.bar.ts_event
+        assert r.row["score"].value == pytest.approx(_brute_score(r.closes), rel=1e-9)
+        assert r.row["vol_daily"].value == pytest.approx(ew_vol(r.closes), rel=1e-9)
+        checked += 1
     assert checked >= 100 * len(symbols)
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import date
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Horizon, Regime, Signal
+from contracts import Horizon, Signal
 from engine.testing import AgentHarness
 from plugins.momentum import TimeSeriesMomentumAgent, TimeSeriesMomentumParams
 from tests.calibration import band_coverage, bar_ts, stock_bars
+from tests.kit.signal_checks import assert_valid_signals, assert_warm_up
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agents leave out by default.
@@ -27,28 +27,14 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # Arrange: 3 years of 5 symbols; momentum needs 253 closes, the first sample 21 bars more
     symbols = ["AAPL", "KO", "XOM", "JPM", "PG"]
     bars = stock_bars(date(1995, 1, 1), date(1997, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         TimeSeriesMomentumAgent, name="momentum", params={**ALL_SIGNALS, "min_samples": 200}
     ) as harness:
         signals = await harness.feed(bars)
-    # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 252 + 21 + 200 // len(symbols) - 1
-    assert all(s.ts_event >= signals[0].ts_event for s in signals)
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert 0.0 <= s.confidence <= 1.0
-        assert math.isfinite(s.mu)
-        assert isinstance(s.regime, Regime)
-    # once calibrated, every bar of every symbol gets a signal
-    last_step_bars = [b for b in bars if b.ts_event == steps[-1]]
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == {
-        b.symbol for b in last_step_bars
-    }
+    # Assert: once calibrated, every bar of every symbol gets a signal
+    assert_warm_up(signals, bars, symbols, min_first_step=252 + 21 + 200 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.M1)
     assert harness.stats.failed == 0
 
 

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import itertools
-import math
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Horizon
 from engine.testing import AgentHarness, daily_bars
 from plugins.rsi import RSI_FEATURES, RsiReversionAgent, RsiReversionParams
 from tests.calibration import stock_bars
+from tests.kit.signal_checks import (
+    assert_valid_signals,
+    assert_warm_up,
+    feature_values,
+    read_back_each_step,
+    steps_of,
+)
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agent leaves out by default.
 ALL_SIGNALS = {"emit_zero_confidence": True}
-
-
-def _steps(bars: list[Bar]) -> list[list[Bar]]:
-    by_ts: dict[datetime, list[Bar]] = {}
-    for bar in bars:
-        by_ts.setdefault(bar.ts_event, []).append(bar)
-    return [by_ts[ts] for ts in sorted(by_ts)]
 
 
 def _brute_rsi(closes: list[float], n: int = 14) -> float | None:
@@ -52,26 +51,15 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # then min_samples / 5 steps
     symbols = ["AAPL", "KO", "XOM", "JPM", "PG"]
     bars = stock_bars(date(1995, 1, 1), date(1995, 12, 31), symbols=symbols)
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         RsiReversionAgent, name="rsi", params={**ALL_SIGNALS, "min_samples": 100}
     ) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first_step = steps.index(signals[0].ts_event)
-    assert first_step >= 20 + 5 + 100 // len(symbols) - 1
-    for s in signals:
-        assert s.horizon is Horizon.W1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.sigma)
-        assert math.isfinite(s.mu)
-        assert 0.0 <= s.confidence <= 1.0
-        assert isinstance(s.regime, Regime)
-        assert s.features is not None
-        assert -1.0 <= s.features["score"] <= 1.0
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(symbols)
+    assert_warm_up(signals, bars, symbols, min_first_step=20 + 5 + 100 // len(symbols) - 1)
+    assert_valid_signals(signals, Horizon.W1)
+    assert all(-1.0 <= v <= 1.0 for v in feature_values(signals, "score"))
     assert harness.stats.failed == 0
 
 
@@ -79,26 +67,20 @@ async def test_feed_when_real_data_then_published_score_equals_brute_force() -> 
     # Arrange: step by step, so every published score can be read back; RRC's stale 1990 quote
     # (weeks without a change) is in the window
     symbols = ["AAPL", "KO", "RRC"]
-    steps = _steps(stock_bars(date(1990, 1, 1), date(1990, 9, 30), symbols=symbols))
-    closes: dict[str, list[float]] = {s: [] for s in symbols}
-    checked = 0
+    steps = steps_of(stock_bars(date(1990, 1, 1), date(1990, 9, 30), symbols=symbols))
+    # Act
     async with AgentHarness(RsiReversionAgent, name="rsi", params=ALL_SIGNALS) as h:
-        for step in steps:
-            # Act
-            await h.feed(step)
-            rows = await h.features.get_many(RSI_FEATURES, symbols)
-            # Assert: nothing before 20 returns of vol, then (50 - RSI) / 50 at this bar
-            for bar in step:
-                closes[bar.symbol].append(bar.close)
-                history = closes[bar.symbol]
-                rsi = _brute_rsi(history)
-                row = rows[bar.symbol]
-                if len(history) <= 20 or rsi is None:
-                    assert "score" not in row or row["score"].ts < bar.ts_event
-                    continue
-                assert row["score"].ts == bar.ts_event
-                assert row["score"].value == pytest.approx((50.0 - rsi) / 50.0, abs=1e-9)
-                checked += 1
+        readings = await read_back_each_step(h, steps, RSI_FEATURES, symbols)
+    # Assert: nothing before 20 returns of vol, then (50 - RSI) / 50 at this bar
+    checked = 0
+    for r in readings:
+        rsi = _brute_rsi(r.closes)
+        if len(r.closes) <= 20 or rsi is None:
+            assert "score" not in r.row or r.row["score"].ts < r.bar.ts_event
+            continue
+        assert r.row["score"].ts == r.bar.ts_event
+        assert r.row["score"].value == pytest.approx((50.0 - rsi) / 50.0, abs=1e-9)
+        checked += 1
     assert checked >= 150 * 2
 
 

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from contracts import Bar, Horizon, Regime, SocialPost
+from contracts import Bar, Horizon, SocialPost
 from engine.testing import AgentHarness, daily_bars
 from plugins.social_sentiment import (
     NO_TICKER,
@@ -25,6 +25,12 @@ from plugins.social_sentiment import (
 )
 from tests.calibration import stock_bars
 from tests.calibration.posts import POST_TICKERS, merge_posts_first, social_posts
+from tests.kit.signal_checks import (
+    assert_valid_signals,
+    assert_warm_up,
+    ew_mean_std,
+    feature_values,
+)
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agent leaves out by default.
@@ -50,18 +56,6 @@ def _post(ts: datetime, text: str, symbols: tuple[str, ...] = (), title: str = "
     )
 
 
-def _ew_mean_std(values: list[float], halflife: float) -> tuple[float, float]:
-    """Brute-force EW mean and bias-corrected std (weights 0.5 ** (age / halflife))."""
-    lam = 0.5 ** (1.0 / halflife)
-    n = len(values)
-    weights = [lam ** (n - 1 - k) for k in range(n)]
-    w = math.fsum(weights)
-    w2 = math.fsum(x * x for x in weights)
-    mean = math.fsum(wk * v for wk, v in zip(weights, values, strict=True)) / w
-    c = math.fsum(wk * (v - mean) ** 2 for wk, v in zip(weights, values, strict=True))
-    return mean, math.sqrt(max(c / (w - w2 / w), 0.0))
-
-
 def _mentions(post: SocialPost, ticker: str) -> bool:
     """Independent reading of "the post is about `ticker`": listed, else a $cashtag."""
     if post.symbols:
@@ -74,24 +68,14 @@ async def test_feed_when_warming_up_then_silent_until_calibrated_then_valid_sign
     start, end = date(2005, 1, 3), date(2006, 12, 31)
     bars = stock_bars(start, end, symbols=POST_TICKERS)
     events = merge_posts_first(bars, social_posts(start, end))
-    steps = sorted({b.ts_event for b in bars})
     params = {**ALL_SIGNALS, "min_samples": 200}
     # Act
     async with AgentHarness(SocialSentimentAgent, name="social", params=params) as harness:
         signals = await harness.feed(events)
     # Assert: vol and attention need 20 bars, then 200 pooled samples (~34 steps of 6 symbols)
-    assert signals
-    assert steps.index(signals[0].ts_event) >= 20 + 200 // len(POST_TICKERS) - 1
-    for s in signals:
-        assert s.symbol in POST_TICKERS
-        assert s.horizon is Horizon.D1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.mu)
-        assert 0.0 <= s.confidence <= 1.0
-        assert isinstance(s.regime, Regime)
-        assert s.features is not None
-        assert -1.0 <= s.features["sentiment"] <= 1.0
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(POST_TICKERS)
+    assert_warm_up(signals, bars, POST_TICKERS, min_first_step=20 + 200 // len(POST_TICKERS) - 1)
+    assert_valid_signals(signals, Horizon.D1)
+    assert all(-1.0 <= v <= 1.0 for v in feature_values(signals, "sentiment"))
     assert harness.stats.failed == 0
 
 
@@ -137,7 +121,7 @@ async def test_feed_when_real_bars_and_posts_then_published_indicator_equals_bru
         if t < max(p.min_attention_obs, p.min_vol_obs):
             assert published[t] is None
         else:
-            mean, spread = _ew_mean_std(log_counts, p.attention_halflife)
+            mean, spread = ew_mean_std(log_counts, p.attention_halflife)
             spike = max(-p.clip, min(p.clip, (a - mean) / spread))
             got = published[t]
             assert got is not None, bar.ts_event

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from contracts import Bar, Horizon, Regime
+from contracts import Bar, Horizon
 from engine.testing import AgentHarness, make_bar
 from plugins.volume_anomaly import (
     NO_VOLUME,
@@ -18,23 +18,11 @@ from plugins.volume_anomaly import (
 )
 from tests.calibration import bar_ts
 from tests.calibration.ohlcv import GOOG_SYMBOL, goog_bars, goog_table
+from tests.kit.signal_checks import assert_valid_signals, assert_warm_up, ew_mean_std
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agent leaves out by default.
 ALL_SIGNALS = {"emit_zero_confidence": True}
-
-
-def _ew_mean_std(values: list[float], halflife: float) -> tuple[float, float]:
-    """Brute-force EW mean and bias-corrected std: weights 0.5 ** (age / halflife) summed
-    directly over the whole list (no recursion), as `EwMoments` defines them."""
-    lam = 0.5 ** (1.0 / halflife)
-    n = len(values)
-    weights = [lam ** (n - 1 - k) for k in range(n)]
-    w = math.fsum(weights)
-    w2 = math.fsum(x * x for x in weights)
-    mean = math.fsum(wk * v for wk, v in zip(weights, values, strict=True)) / w
-    c = math.fsum(wk * (v - mean) ** 2 for wk, v in zip(weights, values, strict=True))
-    return mean, math.sqrt(max(c / (w - w2 / w), 0.0))
 
 
 async def test_feed_when_warming_up_then_silent_until_calibrated_then_valid_signals() -> None:
@@ -45,17 +33,9 @@ async def test_feed_when_warming_up_then_silent_until_calibrated_then_valid_sign
     async with AgentHarness(VolumeAnomalyAgent, name="volume", params=params) as harness:
         signals = await harness.feed(bars)
     # Assert
-    assert signals
-    first = [b.ts_event for b in bars].index(signals[0].ts_event)
-    assert first >= 20 + 100
-    for s in signals:
-        assert s.symbol == GOOG_SYMBOL
-        assert s.horizon is Horizon.D1
-        assert s.sigma > 0.0
-        assert math.isfinite(s.mu)
-        assert 0.0 <= s.confidence <= 1.0
-        assert isinstance(s.regime, Regime)
-    # once calibrated, every bar gets a signal
+    first = assert_warm_up(signals, bars, [GOOG_SYMBOL], min_first_step=20 + 100)
+    assert_valid_signals(signals, Horizon.D1)
+    # one bar a step, so `first` is also the bar's index; once calibrated, every bar gets a signal
     assert len(signals) == len(bars) - first
     assert harness.stats.failed == 0
     assert harness.agent.skips == {}
@@ -87,9 +67,9 @@ async def test_feed_when_real_goog_then_published_indicator_equals_brute_force()
         if t < p.min_volume_obs or len(returns) < p.min_vol_obs:
             assert published[t] is None
             continue
-        mean, spread = _ew_mean_std(log_volumes[:t], p.volume_halflife)
+        mean, spread = ew_mean_std(log_volumes[:t], p.volume_halflife)
         v = (log_volumes[t] - mean) / spread
-        vol = max(_ew_mean_std(returns, p.vol_halflife)[1], p.vol_floor)
+        vol = max(ew_mean_std(returns, p.vol_halflife)[1], p.vol_floor)
         r = returns[-1]
         x = 0.0 if r == 0.0 or v <= 0.0 else math.copysign(min(v, p.clip), r)
         got = published[t]

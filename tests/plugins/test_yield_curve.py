@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import date, timedelta
 
-from contracts import Horizon, MacroObservation, Regime, Signal
+from contracts import Horizon, MacroObservation, Signal
 from engine.testing import AgentHarness
 from plugins.yield_curve import YieldCurveAgent
 from tests.calibration import (
@@ -17,6 +16,7 @@ from tests.calibration import (
     stock_bars,
     yield_table,
 )
+from tests.kit.signal_checks import assert_valid_signals, assert_warm_up
 
 # These tests study the calibrated output itself, so they ask for every signal, including
 # the zero-confidence ones the agents leave out by default.
@@ -73,22 +73,14 @@ async def test_feed_when_warming_up_then_silent_until_history_then_valid_signals
     # Arrange: vol needs 20 returns, the slope change 21 bars, the first 1m sample 21 more
     bars = stock_bars(date(1994, 1, 1), date(1995, 6, 30), symbols=SYMBOLS)
     events = merge_macro_first(bars, macro_observations(date(1994, 1, 1), date(1995, 6, 30)))
-    steps = sorted({b.ts_event for b in bars})
     # Act
     async with AgentHarness(
         YieldCurveAgent, name="yield_curve", params={**ALL_SIGNALS, "min_samples": 120}
     ) as harness:
         signals = await harness.feed(events)
     # Assert
-    assert signals
-    assert steps.index(signals[0].ts_event) >= 21 + 21 + 120 // len(SYMBOLS) - 1
-    for s in signals:
-        assert s.horizon is Horizon.M1
-        assert s.sigma > 0.0
-        assert 0.0 <= s.confidence <= 1.0
-        assert math.isfinite(s.mu)
-        assert isinstance(s.regime, Regime)
-    assert {s.symbol for s in signals if s.ts_event == steps[-1]} == set(SYMBOLS)
+    assert_warm_up(signals, bars, SYMBOLS, min_first_step=21 + 21 + 120 // len(SYMBOLS) - 1)
+    assert_valid_signals(signals, Horizon.M1)
     assert harness.stats.failed == 0
 
 
