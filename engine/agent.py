@@ -140,15 +140,20 @@ class Agent(Generic[P]):
         handled: the same value every agent and stage reads for that (symbol, step), written to
         the feature store by the engine before the step's bars are published (see
         `engine.regime`). ``Regime.UNKNOWN`` while the model is warming up or has no data."""
-        reader = self._regimes
-        if reader is None:
-            reader = self._regimes = RegimeReader(self.features)
+        reader = self._regime_reader()
         current = self._current
         ts = current.ts_event if current is not None else self._context.clock.now()
         cached = reader.peek(symbol, ts)
         if cached is not None:
             return cached
         return await reader.get(symbol, ts)
+
+    def _regime_reader(self) -> RegimeReader:
+        """The engine's shared reader, or this agent's own when built without one."""
+        reader = self._regimes
+        if reader is None:
+            reader = self._regimes = RegimeReader(self.features)
+        return reader
 
     def subscriptions(self) -> Sequence[str]:
         """Topic patterns this agent consumes; by default, those its overridden hooks handle."""

@@ -19,9 +19,10 @@ a multi-feature model) or None - and this class does the rest, identically for a
 4. **Calibration.** `engine.calibration.ForwardReturnCalibrator` maps x to (mu, sigma) walk-
    forward: nothing until ``min_samples`` realized samples exist, sigma from out-of-sample
    errors, confidence from the effective sample size and the slopes' significance.
-5. **Emission.** A signal only with an Estimate, a finite mu and sigma > 0 (the calibrator
-   guarantees both, and this class checks again), and - unless ``emit_zero_confidence`` - a
-   positive confidence: a zero-confidence signal gets no weight in any blend.
+5. **Emission.** A signal only with an Estimate (the calibrator guarantees a finite mu and a
+   finite sigma > 0, and `Agent.signal` validates the contract) and - unless
+   ``emit_zero_confidence`` - a positive confidence: a zero-confidence signal gets no weight in
+   any blend.
 6. **Publication.** The indicator goes to the agent's feature set (``feature_set``) in the store,
    per symbol and bar, for other agents, stages and dashboards (``published`` chooses values).
    The rows of a step are written together, in one ``put_many`` when the step ends
@@ -53,7 +54,6 @@ from engine.calibration import (
     regime_group,
 )
 from engine.features import FeatureSet
-from engine.regime import RegimeReader
 
 
 class CalibratedAgentParams(BaseModel):
@@ -243,9 +243,7 @@ class CalibratedAgent(Agent[CP]):
         self._max_gap = timedelta(days=p.max_gap_days)
         self.calibrator = p.calibrator(self._bars_h, n_features=self.n_features)
         self._groups = {r: regime_group(r, p.regime_grouping) for r in Regime}
-        if self._regimes is None:  # built outside an engine or harness
-            self._regimes = RegimeReader(self.features)
-        self._regime_reader = self._regimes
+        self._shared_regimes = self._regime_reader()
         self._step_ts: datetime | None = None
         cls = type(self)
         self._begins_steps = cls.begin_step is not CalibratedAgent.begin_step
@@ -348,7 +346,7 @@ class CalibratedAgent(Agent[CP]):
                         await self._publish_rows()
                         self._rows_ts = bar.ts_event
                     self._rows[symbol] = values
-            cached = self._regime_reader.peek(symbol, bar.ts_event)  # no await when cached
+            cached = self._shared_regimes.peek(symbol, bar.ts_event)  # no await when cached
             regime = cached if cached is not None else await self.regime(symbol)
             group = self._groups[regime]
         est = self.calibrator.update(symbol, x, close, scale=vol * self._h_sqrt, regime=group)
@@ -357,9 +355,6 @@ class CalibratedAgent(Agent[CP]):
         if est.confidence <= 0.0 and not p.emit_zero_confidence:
             # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
             # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
-            return None
-        if not (math.isfinite(est.mu) and est.sigma > 0.0 and math.isfinite(est.sigma)):
-            self.skip(symbol, "calibrated forecast not finite", mu=est.mu, sigma=est.sigma)
             return None
         self.signal(
             symbol,

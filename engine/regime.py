@@ -140,22 +140,17 @@ class RegimeModel:
         if not (price > 0.0 and math.isfinite(price)):
             raise ValueError(f"price must be finite and > 0, got {price!r}")
         prev = self._prev
-        if prev is not None and not after_gap:
-            r = math.log(price / prev)
-            r2 = r * r
+        log_return = math.log(price / prev) if prev is not None and not after_gap else None
+        return self.update_return(log_return, price)
+
+    def update_return(self, log_return: float | None, level: float) -> RegimeReading:
+        """Record a log return directly (an index built from returns; None: no return this
+        bar) and the new `level`."""
+        if log_return is not None:
+            r2 = log_return * log_return
             self._short.update(r2)
             self._long.update(r2)
             self._n += 1
-        self._prev = price
-        self._sma.append(price)
-        return self.reading(price)
-
-    def update_return(self, log_return: float, level: float) -> RegimeReading:
-        """Record a log return directly (an index built from returns) and its new `level`."""
-        r2 = log_return * log_return
-        self._short.update(r2)
-        self._long.update(r2)
-        self._n += 1
         self._prev = level
         self._sma.append(level)
         return self.reading(level)

@@ -25,6 +25,7 @@ from contracts import Bar, MacroObservation, Signal, SocialPost
 from engine.agent import Agent
 from engine.testing import AgentHarness
 from tests.calibration import bar_ts, macro_observations, merge_macro_first, stock_bars
+from tests.calibration.posts import merge_posts_first
 
 DataKind = Literal["stocks", "stocks+yields", "goog", "stocks+posts"]
 Event = Bar | MacroObservation | SocialPost
@@ -91,15 +92,6 @@ def _goog(start: date, end: date, alter: Callable[[Bar], float] | None = None) -
     return goog_bars(start, end, alter=alter)
 
 
-def _merge(bars: Sequence[Bar], others: Sequence[Event]) -> list[Event]:
-    """One time-ordered stream; at equal times the other events (macro, posts) come first,
-    as a replay whose config lists those sources first publishes them."""
-    keyed: list[tuple[Any, int, int, Event]] = [(e.ts_event, 0, n, e) for n, e in enumerate(others)]
-    keyed += [(b.ts_event, 1, n, b) for n, b in enumerate(bars)]
-    keyed.sort(key=lambda k: k[:3])
-    return [k[3] for k in keyed]
-
-
 def data_for(
     spec: AgentSpec, start: date, end: date, *, alter_after: date | None = None, seed: int = 7
 ) -> tuple[list[Event], list[Bar]]:
@@ -148,7 +140,7 @@ def data_for(
                 for p in posts
                 if p.ts_event > cut and rng.random() < 0.5
             ]
-        return _merge(bars, posts), bars
+        return list(merge_posts_first(bars, posts)), bars
     bars = stock_bars(start, end, alter=alter)
     return list(bars), bars
 

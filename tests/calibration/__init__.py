@@ -16,10 +16,11 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from contracts import Bar, MacroObservation, Signal
+from contracts import Bar, MacroObservation, Signal, SocialPost
 from engine.data import bundled_path
 from engine.testing import make_bar
 
@@ -130,19 +131,29 @@ def macro_observations(
     return out
 
 
-def merge_macro_first(
-    bars: Iterable[Bar], macro: Iterable[MacroObservation], *, macro_first: bool = True
-) -> list[Bar | MacroObservation]:
-    """One stream ordered by time; at equal times the macro observations come first (or last,
-    as a replay whose config lists the bar source first publishes them)."""
-    macro_rank, bar_rank = (0, 1) if macro_first else (1, 0)
-    keyed: list[tuple[datetime, int, int, Bar | MacroObservation]] = []
-    for n, m in enumerate(macro):
-        keyed.append((m.ts_event, macro_rank, n, m))
+E = TypeVar("E", MacroObservation, SocialPost)
+
+
+def merge_first(
+    bars: Iterable[Bar], others: Iterable[E], *, others_first: bool = True
+) -> list[Bar | E]:
+    """One stream ordered by time; at equal times the other events (macro observations, posts)
+    come first (or last, as a replay whose config lists the bar source first publishes them)."""
+    other_rank, bar_rank = (0, 1) if others_first else (1, 0)
+    keyed: list[tuple[datetime, int, int, Bar | E]] = []
+    for n, e in enumerate(others):
+        keyed.append((e.ts_event, other_rank, n, e))
     for n, b in enumerate(bars):
         keyed.append((b.ts_event, bar_rank, n, b))
     keyed.sort(key=lambda k: k[:3])
     return [k[3] for k in keyed]
+
+
+def merge_macro_first(
+    bars: Iterable[Bar], macro: Iterable[MacroObservation], *, macro_first: bool = True
+) -> list[Bar | MacroObservation]:
+    """`merge_first` of bars and macro observations."""
+    return merge_first(bars, macro, others_first=macro_first)
 
 
 def band_coverage(

@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import gzip
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from contracts import Bar, SocialPost
-from tests.calibration import _require
+from tests.calibration import _require, merge_first
 
 POSTS = Path(__file__).resolve().parents[1] / "data" / "social_posts.jsonl.gz"
 POST_TICKERS = ("AAPL", "AMD", "BAC", "GE", "MSFT", "XOM")
@@ -52,10 +52,4 @@ def social_posts(start: date | None = None, end: date | None = None) -> list[Soc
 
 def merge_posts_first(bars: Iterable[Bar], posts: Iterable[SocialPost]) -> list[Bar | SocialPost]:
     """One stream ordered by time; at equal times the posts come before the bars."""
-    keyed: list[tuple[datetime, int, int, Bar | SocialPost]] = []
-    for n, p in enumerate(posts):
-        keyed.append((p.ts_event, 0, n, p))
-    for n, b in enumerate(bars):
-        keyed.append((b.ts_event, 1, n, b))
-    keyed.sort(key=lambda k: k[:3])
-    return [k[3] for k in keyed]
+    return merge_first(bars, posts)
