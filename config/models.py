@@ -295,6 +295,9 @@ class AgentConfig(ConfigModel):
     """Overflow policy for this agent; default `bus.default_policy`."""
     handler_budget_ms: float | None = Field(default=None, gt=0)
     """Time budget of one hook call; default `supervisor.handler_budget_ms`."""
+    remote: bool = False
+    """Run this agent in its own process (``tradeengine agent run --agent NAME``), connected
+    over Kafka (``[kafka.remote_agents]``); the engine waits for it like for a local one."""
 
     @field_validator("name")
     @classmethod
@@ -762,17 +765,85 @@ class KafkaEgressRoute(ConfigModel):
 
     bus_pattern: str = Field(min_length=1)
     topic: str = Field(pattern=KAFKA_TOPIC_PATTERN)
+    on_full: Literal["block", "drop"] = "block"
+    """When the egress queue (or, during an outage, the spool) is full: ``block`` holds the
+    publisher back (trading topics: nothing is lost), ``drop`` drops the message and counts it
+    (telemetry)."""
+
+    @field_validator("bus_pattern")
+    @classmethod
+    def _check_bus_pattern(cls, value: str) -> str:
+        return _check_bus_pattern(value)
 
 
 class KafkaIngressRoute(ConfigModel):
-    """Records of Kafka topic `topic` are published on the bus under `bus_prefix`."""
+    """Records of Kafka topic `topic` are validated and published on the bus.
+
+    The bus topic is the message's own (a `Signal` goes to ``signal.<agent>.<symbol>``, so it
+    reaches the blender like a local one), or the record's ``bus-topic`` header when it has one
+    that agrees with the message; `bus_prefix`, when set, is put in front of it.
+    """
 
     topic: str = Field(pattern=KAFKA_TOPIC_PATTERN)
-    bus_prefix: str = Field(min_length=1)
+    bus_prefix: str = ""
+    types: list[str] | None = None
+    """Message types accepted from this topic (e.g. ``["Signal"]``); unset = every contract
+    type. Anything else is dead-lettered."""
+
+    @field_validator("bus_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value:
+            _check_bus_pattern(value)
+            if "*" in value or ">" in value:
+                raise PydanticCustomError("config_pattern", "must not contain wildcards")
+        return value
+
+    @field_validator("types")
+    @classmethod
+    def _check_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = [t for t in value if t not in KAFKA_MESSAGE_TYPES]
+        if unknown:
+            raise PydanticCustomError(
+                "config_choice",
+                f"unknown message type(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(KAFKA_MESSAGE_TYPES)}",
+            )
+        return value
+
+
+KAFKA_MESSAGE_TYPES = (
+    "Bar",
+    "MacroObservation",
+    "SocialPost",
+    "Watermark",
+    "Signal",
+    "AgentStatus",
+    "Opportunity",
+    "Intent",
+    "Order",
+    "Fill",
+    "DecisionLog",
+    "RunControl",
+)
+"""Contract types the Kafka bridge carries (the ``type`` header)."""
+
+
+def _check_bus_pattern(value: str) -> str:
+    tokens = value.split(".")
+    if any(not t or any(ch.isspace() for ch in t) for t in tokens) or (">" in tokens[:-1]):
+        raise PydanticCustomError(
+            "config_pattern",
+            f"invalid bus topic pattern {json.dumps(value)}: dotted non-empty segments, "
+            "'*' one segment, '>' only last",
+        )
+    return value
 
 
 class KafkaTopicConfig(ConfigModel):
-    """A topic the bridge creates when `auto_create_topics` is on."""
+    """A topic ``tradeengine topics create`` (or ``auto_create_topics``) creates."""
 
     name: str = Field(pattern=KAFKA_TOPIC_PATTERN)
     partitions: int = Field(default=1, ge=1)
@@ -780,6 +851,88 @@ class KafkaTopicConfig(ConfigModel):
     retention_ms: int | None = Field(default=None, ge=-1)
     """-1 = keep forever; unset = broker default."""
     cleanup_policy: Literal["delete", "compact"] = "delete"
+
+
+class KafkaProducerConfig(ConfigModel):
+    """The ``[kafka.producer]`` table: how the egress produces (defaults: durable and batched)."""
+
+    acks: Literal["all", "1", "0"] = "all"
+    compression: Literal["lz4", "gzip", "snappy", "zstd", "none"] = "lz4"
+    linger_ms: int = Field(default=5, ge=0)
+    """Time a batch may wait for more records; larger = bigger batches, more latency."""
+    max_batch_bytes: int = Field(default=262_144, ge=1024)
+    idempotence: Literal["auto", "on", "off"] = "auto"
+    """``auto``: idempotent where the broker supports it (InitProducerId), else off with a
+    warning; ``on``: a broker without it is a start-up error."""
+    request_timeout_ms: int = Field(default=5_000, ge=100)
+    """A send not acknowledged within this is failed: the bridge turns DEGRADED and spools."""
+    queue_capacity: int = Field(default=8_192, ge=1)
+    """Bounded egress queue (bus mailbox of the bridge) per policy."""
+    max_in_flight: int = Field(default=8_192, ge=1)
+    """Records handed to the producer and not yet acknowledged."""
+
+
+class KafkaConsumerConfig(ConfigModel):
+    """The ``[kafka.consumer]`` table: how the ingress consumes."""
+
+    auto_offset_reset: Literal["earliest", "latest"] = "latest"
+    """Where a consumer group without committed offsets starts."""
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    """Low by default: the broker answers a fetch after this even when it has little data
+    (aiokafka's 500 ms default puts produce->consume p99 at ~250 ms)."""
+    max_poll_records: int = Field(default=500, ge=1)
+    max_message_bytes: int = Field(default=1_048_576, ge=256)
+    """Records with a larger value are dead-lettered as oversized."""
+    dedup_window: int = Field(default=100_000, ge=1)
+    """Message ids remembered to drop redeliveries (at-least-once -> exactly once on the bus)."""
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> KafkaConsumerConfig:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise problems(
+                (
+                    ("heartbeat_interval_ms",),
+                    f"must be at most a third of session_timeout_ms ({self.session_timeout_ms})",
+                )
+            )
+        return self
+
+
+class KafkaSpoolConfig(ConfigModel):
+    """The ``[kafka.spool]`` table: where egress goes while the broker is unreachable."""
+
+    max_messages: int = Field(default=200_000, ge=1)
+    """Messages held while the broker is down; beyond it ``block`` routes wait and ``drop``
+    routes drop (counted)."""
+    file: bool = True
+    """Also append spooled messages to ``<engine.run_dir>/kafka-spool/<client_id>.spool``, so a
+    restart during an outage loses nothing (the next start drains it first)."""
+    reconnect_backoff_initial_s: float = Field(default=0.2, gt=0)
+    reconnect_backoff_max_s: float = Field(default=5.0, gt=0)
+
+
+class LastValueCacheConfig(ConfigModel):
+    """The ``[kafka.last_value_cache]`` table: the latest egress message per (topic, key) in
+    Redis (``feature_store.redis`` connection), for dashboards and warm restarts."""
+
+    enabled: bool = False
+    ttl_s: float = Field(default=3_600.0, gt=0)
+    key_prefix: str = Field(default="tradeengine:lvc", pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class KafkaRemoteAgentsConfig(ConfigModel):
+    """The ``[kafka.remote_agents]`` table: topics that connect agents with ``remote = true``
+    (run by ``tradeengine agent run``) to the engine. Each must have one partition: the order
+    of bars, watermarks and signals is what makes step completion work."""
+
+    feed_topic: str = Field(default="tradeengine.feed", pattern=KAFKA_TOPIC_PATTERN)
+    """Engine -> remote agents: run control, bars, macro, posts, source watermarks."""
+    agents_topic: str = Field(default="tradeengine.agents", pattern=KAFKA_TOPIC_PATTERN)
+    """Remote agents -> engine: signals, agent watermarks, agent statuses."""
+    ready_timeout_s: float = Field(default=60.0, gt=0)
+    """How long the engine waits at start for every remote agent to join the run."""
 
 
 class KafkaConfig(ConfigModel):
@@ -799,7 +952,14 @@ class KafkaConfig(ConfigModel):
     ingress: list[KafkaIngressRoute] = Field(default_factory=list)
     dead_letter_topic: str = Field(default="tradeengine.dlq", pattern=KAFKA_TOPIC_PATTERN)
     auto_create_topics: bool = False
+    """Create missing topics at start (from `topics`, else 1 partition); off: a missing topic
+    is a start-up error naming it."""
     topics: list[KafkaTopicConfig] = Field(default_factory=list)
+    producer: KafkaProducerConfig = Field(default_factory=KafkaProducerConfig)
+    consumer: KafkaConsumerConfig = Field(default_factory=KafkaConsumerConfig)
+    spool: KafkaSpoolConfig = Field(default_factory=KafkaSpoolConfig)
+    last_value_cache: LastValueCacheConfig = Field(default_factory=LastValueCacheConfig)
+    remote_agents: KafkaRemoteAgentsConfig = Field(default_factory=KafkaRemoteAgentsConfig)
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaConfig:
@@ -978,9 +1138,20 @@ class EngineConfig(ConfigModel):
     def _unique_source_names(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return _validate_unique_names(value, handler, "source")
 
+    @model_validator(mode="after")
+    def _remote_agents_need_kafka(self) -> EngineConfig:
+        found: list[tuple[Loc, str]] = [
+            (("agents", i, "remote"), "needs kafka.enabled = true (remote agents talk over Kafka)")
+            for i, agent in enumerate(self.agents)
+            if agent.remote and agent.enabled and not self.kafka.enabled
+        ]
+        if found:
+            raise problems(*found)
+        return self
+
     def canonical_json(self) -> str:
-        """The config as canonical JSON (sorted keys, no whitespace), secret fields and the
-        ``telemetry`` section left out.
+        """The config as canonical JSON (sorted keys, no whitespace), secret fields, the
+        ``telemetry`` and ``kafka`` sections and the agents' ``remote`` flags left out.
 
         Secrets are omitted rather than masked, so setting or rotating a password does not
         change the hash of an otherwise identical config. Telemetry (log levels, the metrics
@@ -989,6 +1160,11 @@ class EngineConfig(ConfigModel):
         """
         public = _without_secrets(self, self.model_dump(mode="json"))
         del public["telemetry"]
+        # Transport is not a decision input either: where agents run (in process or remote
+        # over Kafka) and what is bridged must leave the journal byte-identical.
+        del public["kafka"]
+        for agent in public["agents"]:
+            del agent["remote"]
         return json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def config_hash(self) -> str:

@@ -2,6 +2,7 @@
 
 from contracts import topics
 from contracts.base import Contract
+from contracts.control import RunControl
 from contracts.enums import (
     AgentState,
     BarInterval,
@@ -42,6 +43,7 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
     Fill,
     DecisionLog,
     AgentStatus,
+    RunControl,
 )
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "PositionEffect",
     "Quantile",
     "Regime",
+    "RunControl",
     "Side",
     "Signal",
     "SocialPost",

@@ -75,6 +75,11 @@ def decision(symbol: str | None = None) -> str:
     return f"decision.{segment(symbol)}" if symbol is not None else "decision._portfolio"
 
 
+def run_control() -> str:
+    """The engine's run start/end announcements (`RunControl`)."""
+    return "run.control"
+
+
 # Subscription patterns.
 ALL_BARS = "bar.>"
 ALL_MACRO = "macro.>"

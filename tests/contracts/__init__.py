@@ -34,6 +34,7 @@ from contracts import (
     PositionEffect,
     Quantile,
     Regime,
+    RunControl,
     Side,
     Signal,
     SocialPost,
@@ -360,6 +361,20 @@ def _agent_statuses(draw: st.DrawFn) -> AgentStatus:
 
 agent_statuses = _agent_statuses()
 
+
+@st.composite
+def _run_controls(draw: st.DrawFn) -> RunControl:
+    return RunControl(
+        **draw(envelopes()),
+        run_id=draw(st.from_regex(r"[A-Za-z0-9_.:-]{1,128}", fullmatch=True)),
+        event=draw(st.sampled_from(["started", "ended"])),
+        engine=draw(names),
+        agents=tuple(draw(st.lists(names, max_size=4))),
+    )
+
+
+run_controls = _run_controls()
+
 # --- fixed examples ---------------------------------------------------------------------------
 
 T0 = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
@@ -456,4 +471,7 @@ def examples() -> dict[type[Contract], Contract]:
             config_hash=HASH,
         ),
         AgentStatus: AgentStatus(**ENVELOPE, agent="momentum", state="quarantined", failures=3),
+        RunControl: RunControl(
+            **ENVELOPE, run_id="seed0-1a2b3c4d-0001", event="started", engine="tradeengine"
+        ),
     }

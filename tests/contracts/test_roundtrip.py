@@ -18,6 +18,7 @@ from contracts import (
     MacroObservation,
     Opportunity,
     Order,
+    RunControl,
     Signal,
     SocialPost,
     Watermark,
@@ -33,6 +34,7 @@ from . import (
     macro_observations,
     opportunities,
     orders,
+    run_controls,
     signals,
     social_posts,
     watermarks,
@@ -71,6 +73,7 @@ STRATEGIES: dict[str, tuple[type[Contract], st.SearchStrategy[Contract]]] = {
     "decision_log_denial": (DecisionLog, decision_logs(kind=DecisionKind.DENIAL)),
     "decision_log_no_trade": (DecisionLog, decision_logs(kind=DecisionKind.NO_TRADE)),
     "agent_status": (AgentStatus, agent_statuses),
+    "run_control": (RunControl, run_controls),
 }
 
 
