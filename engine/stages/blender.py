@@ -252,6 +252,15 @@ class PrecisionBlender(_NormalBlender):
             return None
         raw = [s.confidence / (sig * sig) for s, (_, sig) in zip(ordered, scaled, strict=True)]
         total = math.fsum(raw)
+        top = max(s.confidence for s in ordered)
+        if total == 0.0 and top > 0.0:
+            # Tiny (subnormal) confidences underflow to zero weight; only their ratios matter,
+            # so rescale by the largest (normal inputs keep their exact, unscaled arithmetic).
+            raw = [
+                (s.confidence / top) / (sig * sig)
+                for s, (_, sig) in zip(ordered, scaled, strict=True)
+            ]
+            total = math.fsum(raw)
         if not total > 0.0 or not math.isfinite(total):
             return None
         weights = [r / total for r in raw]

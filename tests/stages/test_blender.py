@@ -6,7 +6,7 @@ import math
 from statistics import NormalDist
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from config.models import BlenderConfig, RiskConfig
@@ -232,6 +232,8 @@ def test_blend_when_input_order_differs_then_identical_opportunity_sorted_by_age
         max_size=6,
     )
 )
+# Found by hypothesis: a subnormal confidence once underflowed to an all-zero weight.
+@example([(0.0, 0.5, Horizon.H1, 5e-324)])
 def test_blend_when_random_signals_then_valid_non_crossing_and_sigma_at_least_weighted_mean(
     raw: list[tuple[float, float, Horizon, float]],
 ) -> None:
