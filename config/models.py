@@ -859,7 +859,9 @@ class KafkaProducerConfig(ConfigModel):
     acks: Literal["all", "1", "0"] = "all"
     compression: Literal["lz4", "gzip", "snappy", "zstd", "none"] = "lz4"
     linger_ms: int = Field(default=5, ge=0)
-    """Time a batch may wait for more records; larger = bigger batches, more latency."""
+    """aiokafka's wait for more records before sending a batch. The egress builds its own
+    batches (one per partition per wake-up of its queue) and closes them when handing them
+    over, so its records do not wait for it; it applies to the dead-letter producer."""
     max_batch_bytes: int = Field(default=262_144, ge=1024)
     idempotence: Literal["auto", "on", "off"] = "auto"
     """``auto``: idempotent where the broker supports it (InitProducerId), else off with a
@@ -933,6 +935,9 @@ class KafkaRemoteAgentsConfig(ConfigModel):
     """Remote agents -> engine: signals, agent watermarks, agent statuses."""
     ready_timeout_s: float = Field(default=60.0, gt=0)
     """How long the engine waits at start for every remote agent to join the run."""
+    silence_timeout_s: float = Field(default=30.0, gt=0)
+    """A remote agent the run waits for that sends nothing for this long is quarantined (the
+    run goes on without it, as for a local agent that keeps failing) instead of stalling."""
 
 
 class KafkaConfig(ConfigModel):
@@ -997,6 +1002,15 @@ class KafkaConfig(ConfigModel):
                     )
                 )
             seen.setdefault(topic.name, index)
+            remote = (self.remote_agents.feed_topic, self.remote_agents.agents_topic)
+            if topic.name in remote and topic.partitions != 1:
+                found.append(
+                    (
+                        ("topics", index, "partitions"),
+                        f"must be 1 for {topic.name!r}: remote agents rely on the order of one "
+                        "partition (bars before watermarks, signals before the agent's watermark)",
+                    )
+                )
         if found:
             raise problems(*found)
         return self

@@ -16,18 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import EngineConfig
-from config.enums import ClockKind, TradingMode
+from config.enums import ClockKind, OverflowPolicy, TradingMode
 from config.models import ReplaySourceConfig, secret_values
-from contracts import AgentState, IdGenerator
+from contracts import AgentState, AgentStatus, IdGenerator, RunControl, topics
 from engine.agent import Agent, AgentContext
 from engine.bus import MessageBus
 from engine.clock import Clock, LiveClock, ReplayClock
@@ -55,10 +56,15 @@ from engine.telemetry.logging import Logger, get_logger
 from engine.telemetry.metrics import LatencyHistogram
 from engine.telemetry.runtime import Telemetry, TelemetrySetupError
 
+if TYPE_CHECKING:
+    from engine.kafka.bridge import KafkaBridge
+    from engine.kafka.remote import RemoteAgentWatchdog
+
 # A replay clock starts here and is moved to the first event's time by the replay source.
 REPLAY_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MODEL_VERSION_PREFIX = "tradeengine-v0"
 FEATURE_STORE_COMPONENT = "feature_store"
+KAFKA_COMPONENT = "kafka"
 
 _AGENT_HEALTH = {
     AgentState.STARTING: ComponentState.STARTING,
@@ -74,6 +80,7 @@ _STOPPED_WITH = {
     "pipeline": ("pipeline", "risk", "venue"),
     "journal": ("journal",),
     "feature_store": (FEATURE_STORE_COMPONENT,),
+    "kafka": ("kafka",),
 }
 """Health components that stop with each engine component (agents report their own)."""
 
@@ -95,6 +102,14 @@ def _sampled(
             observe(fs, values)
 
     return sampled
+
+
+def derive_ids(seed: int, component: str) -> IdGenerator:
+    """A component's own id stream, derived from the run seed and its name, so adding a
+    component does not change the ids (and so the journal bytes) of the others. A remote agent
+    host derives the same streams, so its agent emits exactly what it would in process."""
+    derived = int.from_bytes(hashlib.sha256(f"{seed}:{component}".encode()).digest()[:8])
+    return IdGenerator(derived)
 
 
 def _package_version() -> str:
@@ -184,6 +199,11 @@ class Engine(AsyncService):
         self._regime_reader: RegimeReader | None = None
         self._drift_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
+        self.kafka: KafkaBridge | None = None
+        """The Kafka bridge (None with ``kafka.enabled = false``)."""
+        self.run_id: str | None = None
+        """This run's id on Kafka (RunControl, remote agents); set at start."""
+        self._remote_watchdog: RemoteAgentWatchdog | None = None
         self._started_at = 0.0
         self.steps_total: int | None = None
         """Steps the replay will run (known once `run()` built the feed), for progress bars."""
@@ -191,11 +211,8 @@ class Engine(AsyncService):
     # -- ids -----------------------------------------------------------------------------------
 
     def ids_for(self, component: str) -> IdGenerator:
-        """A component's own id stream, derived from the run seed and its name, so adding a
-        component does not change the ids (and so the journal bytes) of the others."""
-        seed = self.config.engine.seed
-        derived = int.from_bytes(hashlib.sha256(f"{seed}:{component}".encode()).digest()[:8])
-        return IdGenerator(derived)
+        """A component's own id stream (see `derive_ids`)."""
+        return derive_ids(self.config.engine.seed, component)
 
     def _context_for(self, name: str) -> AgentContext:
         return AgentContext(
@@ -338,8 +355,10 @@ class Engine(AsyncService):
             metrics.sources.blender = self.blender
         for loaded in self._loaded:
             self.health.register(f"agent.{loaded.config.name}", critical=False)
-        agents = instantiate(self._loaded, self._context_for)
-        self.supervisor = self._build_supervisor(agents)
+        await self._start_kafka()
+        local = [la for la in self._loaded if not la.config.remote]
+        agents = instantiate(local, self._context_for)
+        self.supervisor = self._build_supervisor(agents, local)
         metrics.sources.supervisor = self.supervisor
         await self.supervisor.start()
         self.log.info(
@@ -350,6 +369,213 @@ class Engine(AsyncService):
             sources=[s.name for s in self._sources],
             config_hash=self.config_hash,
         )
+
+    @property
+    def remote_agents(self) -> list[str]:
+        """Names of the enabled agents that run in their own process over Kafka."""
+        return [la.config.name for la in self._loaded if la.config.remote]
+
+    async def _start_kafka(self) -> None:
+        """The Kafka bridge: configured routes, plus the remote agents' feed and output."""
+        cfg = self.config.kafka
+        if not cfg.enabled:
+            return
+        from engine.kafka.admin import TopicAdmin, TopicsMissingError
+        from engine.kafka.bridge import KafkaBridge, spool_path
+        from engine.kafka.egress import EgressRoute
+        from engine.kafka.ingress import IngressRoute
+        from engine.kafka.lvc import LastValueCache
+        from engine.kafka.remote import FEED_PATTERNS, REMOTE_OUTPUT_TYPES, remote_output_check
+
+        remote = self.remote_agents
+        log = get_logger("engine").bind(subsystem="kafka")
+        # With remote agents the run cannot progress without Kafka: then it is critical.
+        self.health.register(KAFKA_COMPONENT, critical=bool(remote))
+        label = self.run_dir.name if self.run_dir is not None else f"seed{self.config.engine.seed}"
+        safe = "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in label)
+        self.run_id = f"{safe[:100]}.{secrets.token_hex(4)}"
+        try:
+            async with TopicAdmin(cfg) as admin:
+                created = await admin.ensure(self.config)
+            for result in created:
+                if result.outcome == "created":
+                    log.info("kafka topic created", topic=result.name, detail=result.detail)
+        except TopicsMissingError as exc:
+            raise StartupError(exc.problems) from exc
+        except Exception as exc:
+            if remote:
+                raise StartupError(
+                    [
+                        f"kafka: cannot reach {', '.join(cfg.bootstrap_servers)} and remote "
+                        f"agents ({', '.join(remote)}) need it: {type(exc).__name__}: {exc}"
+                    ]
+                ) from exc
+            # Trading goes on without Kafka: egress spools until the broker is back.
+            log.warning(
+                "kafka unreachable at start; topics not checked, egress spools meanwhile",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        egress = [EgressRoute(r.bus_pattern, r.topic, r.on_full) for r in cfg.egress]
+        ingress = [
+            IngressRoute(r.topic, r.bus_prefix, frozenset(r.types) if r.types else None)
+            for r in cfg.ingress
+        ]
+        if remote:
+            feed = cfg.remote_agents.feed_topic
+            egress += [EgressRoute(pattern, feed, "block") for pattern in FEED_PATTERNS]
+            ingress.append(
+                IngressRoute(
+                    cfg.remote_agents.agents_topic,
+                    types=REMOTE_OUTPUT_TYPES,
+                    run_id=lambda: self.run_id,
+                    check=remote_output_check(remote),
+                )
+            )
+        lvc = None
+        if cfg.last_value_cache.enabled:
+            lvc = LastValueCache(
+                cfg.last_value_cache,
+                self.config.feature_store.redis,
+                log=log.bind(subsystem="kafka-lvc"),
+            )
+        self.kafka = KafkaBridge(
+            cfg,
+            bus=self.bus,
+            log=log,
+            egress_routes=egress,
+            ingress_routes=ingress,
+            spool_file=spool_path(Path(self.config.engine.run_dir), cfg.client_id),
+            group_id=cfg.group_id,
+            run_id=self.run_id,
+            span_id_for=self.telemetry.span_id_for,
+            on_state=self._on_kafka_state,
+            last_value_cache=lvc,
+        )
+        await self.kafka.start()
+        self.telemetry.metrics.sources.kafka = self.kafka
+        if ingress and not remote:
+            # Consumers positioned before the replay starts, so records already waiting are
+            # ingested from its first steps; a broker that is down does not hold the run.
+            wait_s = min(10.0, cfg.remote_agents.ready_timeout_s)
+            if not await self.kafka.wait_ingress_ready(wait_s):
+                log.warning("kafka ingress not ready; the run starts without it", waited_s=wait_s)
+
+    def _on_kafka_state(self, healthy: bool, reason: str) -> None:
+        self.health.set(
+            KAFKA_COMPONENT, ComponentState.RUNNING if healthy else ComponentState.DEGRADED, reason
+        )
+
+    async def _join_remote_agents(self) -> None:
+        """Announce the run until every remote agent has joined it (or time out)."""
+        remote = self.remote_agents
+        if not remote or self.kafka is None:
+            return
+        cfg = self.config.kafka.remote_agents
+        assert self.run_id is not None
+        if not await self.kafka.wait_ingress_ready(cfg.ready_timeout_s):
+            raise StartupError(
+                [
+                    f"kafka: the ingress of {cfg.agents_topic!r} did not start within "
+                    f"{cfg.ready_timeout_s:g} s ({self.kafka.reason})"
+                ]
+            )
+        sub = self.bus.subscribe(
+            [topics.agent_status(name) for name in remote],
+            name="engine.remote-join",
+            capacity=1024,
+            policy=OverflowPolicy.DROP_OLDEST,
+        )
+        ids = self.ids_for("run-control")
+        joined: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.ready_timeout_s
+        try:
+            while set(remote) - joined:
+                if loop.time() > deadline:
+                    missing = sorted(set(remote) - joined)
+                    raise StartupError(
+                        [
+                            f"remote agent {name!r} did not join run {self.run_id} within "
+                            f"{cfg.ready_timeout_s:g} s: is `tradeengine agent run --config <file> "
+                            f"--agent {name}` running against the same Kafka?"
+                            for name in missing
+                        ]
+                    )
+                now = self.clock.now()
+                # Repeated until every agent answered: an agent that starts later still joins.
+                await self.bus.publish(
+                    topics.run_control(),
+                    RunControl(
+                        trace_id=ids.trace_id(),
+                        ts_event=now,
+                        ts_init=now,
+                        run_id=self.run_id,
+                        event="started",
+                        engine=self.config.engine.name,
+                        agents=tuple(remote),
+                    ),
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        while set(remote) - joined:
+                            _topic, message = await sub.get()
+                            if (
+                                isinstance(message, AgentStatus)
+                                and message.state is AgentState.RUNNING
+                            ):
+                                joined.add(message.agent)
+                                self.health.set(
+                                    f"agent.{message.agent}",
+                                    ComponentState.RUNNING,
+                                    f"remote agent joined run {self.run_id}",
+                                )
+        finally:
+            self.bus.unsubscribe(sub)
+        self.log.info("remote agents joined the run", agents=remote, run_id=self.run_id)
+        from engine.kafka.remote import RemoteAgentWatchdog
+
+        self._remote_watchdog = RemoteAgentWatchdog(
+            self.bus,
+            remote,
+            silence_timeout_s=cfg.silence_timeout_s,
+            on_silent=self._remote_agent_lost,
+            log=self.log,
+        )
+        await self._remote_watchdog.start()
+
+    async def _remote_agent_lost(self, agent: str, reason: str) -> None:
+        """Treat a silent remote agent like a quarantined local one: the blender stops waiting."""
+        self.health.set(f"agent.{agent}", ComponentState.FAULTED, reason)
+        now = self.clock.now()
+        await self.bus.publish(
+            topics.agent_status(agent),
+            AgentStatus(
+                trace_id=self.ids_for("run-control").trace_id(),
+                ts_event=now,
+                ts_init=now,
+                agent=agent,
+                state=AgentState.QUARANTINED,
+                reason=reason[:2000],
+            ),
+        )
+
+    async def _end_remote_run(self) -> None:
+        if not self.remote_agents or self.kafka is None or self.run_id is None:
+            return
+        now = self.clock.now()
+        with contextlib.suppress(Exception):
+            await self.bus.publish(
+                topics.run_control(),
+                RunControl(
+                    trace_id=self.ids_for("run-control").trace_id(),
+                    ts_event=now,
+                    ts_init=now,
+                    run_id=self.run_id,
+                    event="ended",
+                    engine=self.config.engine.name,
+                    agents=tuple(self.remote_agents),
+                ),
+            )
 
     async def _start_feature_store(self) -> None:
         """The one feature-store client of this engine (agents, pipeline, selector, risk)."""
@@ -487,11 +713,13 @@ class Engine(AsyncService):
             chain=self.telemetry.chain,
         )
 
-    def _build_supervisor(self, agents: Sequence[Agent[Any]]) -> AgentSupervisor:
+    def _build_supervisor(
+        self, agents: Sequence[Agent[Any]], loaded_agents: Sequence[LoadedAgent]
+    ) -> AgentSupervisor:
         cfg = self.config
         source_names = [s.name for s in cfg.sources]
         runners = []
-        for agent, loaded in zip(agents, self._loaded, strict=True):
+        for agent, loaded in zip(agents, loaded_agents, strict=True):
             agent_cfg = loaded.config
             runners.append(
                 AgentRunner(
@@ -559,6 +787,7 @@ class Engine(AsyncService):
 
         Returns True when the replay completed, False when it was interrupted.
         """
+        await self._join_remote_agents()
         if not self._sources:
             await self._stop_requested.wait()
             return False
@@ -611,10 +840,15 @@ class Engine(AsyncService):
         if self._stopped:
             return
         self._stopped = True
+        if self._remote_watchdog is not None:
+            await self._remote_watchdog.stop()
+        if self.kafka is not None:
+            await self._end_remote_run()
         for name, component in (
             ("agents", self.supervisor),
             ("blender", self.blender),
             ("pipeline", self.pipeline),
+            ("kafka", self.kafka),
             ("journal", self.journal),
             ("feature_store", self.features),
             ("telemetry", self.telemetry),
@@ -713,4 +947,5 @@ __all__ = [
     "RunDirError",
     "RunOptions",
     "StartupError",
+    "derive_ids",
 ]

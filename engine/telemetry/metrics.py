@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from engine.execution.paper import PaperBroker
     from engine.features.drift import DriftMonitor
     from engine.features.store import FeatureStore
+    from engine.kafka.bridge import KafkaBridge
     from engine.pipeline import TradingPipeline
     from engine.stages.blender import BlenderStage
     from engine.supervisor import AgentSupervisor
@@ -173,6 +174,7 @@ class MetricSources:
     tracing: Tracing | None = None
     features: FeatureStore | None = None
     drift: DriftMonitor | None = None
+    kafka: KafkaBridge | None = None
     account_currency: str = "EUR"
     replay_steps: Callable[[], int] | None = None
 
@@ -255,8 +257,57 @@ class EngineCollector(Collector):
             yield from self._features(src.features)
         if src.drift is not None:
             yield from self._drift(src.drift)
+        if src.kafka is not None:
+            yield from self._kafka(src.kafka)
         for family in self._histograms:
             yield family.collect()
+
+    def _kafka(self, bridge: KafkaBridge) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_kafka_healthy",
+            "1 while the Kafka bridge delivers directly and consumes, 0 while DEGRADED.",
+            value=1.0 if bridge.healthy else 0.0,
+        )
+        egress = bridge.egress
+        if egress is not None:
+            e = egress.stats
+            for name, doc, value in (
+                ("delivered", "Egress records the broker acknowledged.", e.delivered),
+                ("spooled", "Egress records that went to the outage spool.", e.spooled),
+                (
+                    "dropped",
+                    "Egress records of drop routes dropped on a full spool.",
+                    e.dropped_full,
+                ),
+                ("outages", "Times the egress turned DEGRADED.", e.outages),
+            ):
+                yield CounterMetricFamily(f"{PREFIX}_kafka_egress_{name}", doc, value=value)
+            yield GaugeMetricFamily(
+                f"{PREFIX}_kafka_spool_depth",
+                "Egress records waiting in the outage spool.",
+                value=egress.spool_depth,
+            )
+        ingress = bridge.ingress
+        if ingress is not None:
+            i = ingress.stats
+            yield CounterMetricFamily(
+                f"{PREFIX}_kafka_ingress_accepted",
+                "Ingress records published on the bus.",
+                value=i.accepted,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_kafka_ingress_duplicates",
+                "Ingress records dropped as redeliveries (message id seen).",
+                value=i.duplicates,
+            )
+            rejected = CounterMetricFamily(
+                f"{PREFIX}_kafka_ingress_rejected",
+                "Ingress records dead-lettered, by reason.",
+                labels=["reason"],
+            )
+            for reason, n in sorted(i.rejected.items()):
+                rejected.add_metric([reason], n)
+            yield rejected
 
     def _features(self, store: FeatureStore) -> Iterator[Metric]:
         stats = store.stats

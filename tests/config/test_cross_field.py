@@ -221,3 +221,31 @@ def test_load_when_log_component_unknown_then_did_you_mean_with_key_path() -> No
     assert "telemetry.component_levels.pipelin: unknown log component 'pipelin' (did you mean " in (
         str(caught.value)
     )
+
+
+def test_load_when_remote_agent_topic_declared_with_partitions_then_problem_names_key() -> None:
+    # Arrange
+    text = """[kafka]
+enabled = true
+[[kafka.topics]]
+name = "tradeengine.feed"
+partitions = 3
+"""
+    # Act
+    problems = _problems(text)
+    # Assert
+    assert [p.path for p in problems] == ["kafka.topics[0].partitions"]
+    assert "must be 1" in problems[0].message
+
+
+def test_load_when_agent_remote_but_kafka_disabled_then_problem_at_agent() -> None:
+    # Arrange
+    text = """[[agents]]
+name = "momentum"
+path = "plugins.momentum:TimeSeriesMomentumAgent"
+remote = true
+"""
+    # Act
+    problems = _problems(text)
+    # Assert
+    assert [p.path for p in problems] == ["agents[0].remote"]
