@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from contracts import ALL_CONTRACTS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -132,7 +134,7 @@ def test_contracts_schema_when_dir_given_then_writes_every_contract(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "signal.v1.json" in names
-    assert len(names) == 11
+    assert len(names) == len(ALL_CONTRACTS)
 
 
 def test_run_when_live_requested_then_refused_with_clear_message() -> None:
