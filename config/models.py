@@ -1165,7 +1165,8 @@ class EngineConfig(ConfigModel):
 
     def canonical_json(self) -> str:
         """The config as canonical JSON (sorted keys, no whitespace), secret fields, the
-        ``telemetry`` and ``kafka`` sections and the agents' ``remote`` flags left out.
+        ``telemetry`` section, the ``kafka`` section except its ingress routes, and the agents'
+        ``remote`` flags left out.
 
         Secrets are omitted rather than masked, so setting or rotating a password does not
         change the hash of an otherwise identical config. Telemetry (log levels, the metrics
@@ -1175,8 +1176,12 @@ class EngineConfig(ConfigModel):
         public = _without_secrets(self, self.model_dump(mode="json"))
         del public["telemetry"]
         # Transport is not a decision input either: where agents run (in process or remote
-        # over Kafka) and what is bridged must leave the journal byte-identical.
+        # over Kafka) and what is sent out must leave the journal byte-identical. What comes
+        # in (ingress routes, e.g. external signals the blender uses) is: it stays hashed.
+        ingress = public["kafka"]["ingress"]
         del public["kafka"]
+        if ingress:
+            public["kafka"] = {"ingress": ingress}
         for agent in public["agents"]:
             del agent["remote"]
         return json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -204,6 +204,7 @@ class Engine(AsyncService):
         self.run_id: str | None = None
         """This run's id on Kafka (RunControl, remote agents); set at start."""
         self._remote_watchdog: RemoteAgentWatchdog | None = None
+        self._control_ids = self.ids_for("run-control")
         self._started_at = 0.0
         self.steps_total: int | None = None
         """Steps the replay will run (known once `run()` built the feed), for progress bars."""
@@ -485,12 +486,13 @@ class Engine(AsyncService):
             capacity=1024,
             policy=OverflowPolicy.DROP_OLDEST,
         )
-        ids = self.ids_for("run-control")
         joined: set[str] = set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.ready_timeout_s
         try:
             while set(remote) - joined:
+                if self._stop_requested.is_set():
+                    return  # Ctrl-C while waiting: run() returns "interrupted"
                 if loop.time() > deadline:
                     missing = sorted(set(remote) - joined)
                     raise StartupError(
@@ -506,7 +508,7 @@ class Engine(AsyncService):
                 await self.bus.publish(
                     topics.run_control(),
                     RunControl(
-                        trace_id=ids.trace_id(),
+                        trace_id=self._control_ids.trace_id(),
                         ts_event=now,
                         ts_init=now,
                         run_id=self.run_id,
@@ -550,7 +552,7 @@ class Engine(AsyncService):
         await self.bus.publish(
             topics.agent_status(agent),
             AgentStatus(
-                trace_id=self.ids_for("run-control").trace_id(),
+                trace_id=self._control_ids.trace_id(),
                 ts_event=now,
                 ts_init=now,
                 agent=agent,
@@ -563,19 +565,18 @@ class Engine(AsyncService):
         if not self.remote_agents or self.kafka is None or self.run_id is None:
             return
         now = self.clock.now()
+        ended = RunControl(
+            trace_id=self._control_ids.trace_id(),
+            ts_event=now,
+            ts_init=now,
+            run_id=self.run_id,
+            event="ended",
+            engine=self.config.engine.name,
+            agents=tuple(self.remote_agents),
+        )
+        # Bounded: with the broker long gone and the egress queue full, a stop must not hang.
         with contextlib.suppress(Exception):
-            await self.bus.publish(
-                topics.run_control(),
-                RunControl(
-                    trace_id=self.ids_for("run-control").trace_id(),
-                    ts_event=now,
-                    ts_init=now,
-                    run_id=self.run_id,
-                    event="ended",
-                    engine=self.config.engine.name,
-                    agents=tuple(self.remote_agents),
-                ),
-            )
+            await asyncio.wait_for(self.bus.publish(topics.run_control(), ended), 5.0)
 
     async def _start_feature_store(self) -> None:
         """The one feature-store client of this engine (agents, pipeline, selector, risk)."""
@@ -788,6 +789,8 @@ class Engine(AsyncService):
         Returns True when the replay completed, False when it was interrupted.
         """
         await self._join_remote_agents()
+        if self._stop_requested.is_set():
+            return False
         if not self._sources:
             await self._stop_requested.wait()
             return False

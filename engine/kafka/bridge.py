@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from config.models import KafkaConfig
 from engine.bus import MessageBus
 from engine.kafka.egress import EgressBridge, EgressRoute, Producer
+from engine.kafka.envelope import H_PRODUCER_ID
 from engine.kafka.ingress import Deliver, IngressBridge, IngressRoute
 from engine.kafka.lvc import LastValueCache
 from engine.kafka.security import client_kwargs
@@ -279,7 +280,12 @@ class KafkaBridge(AsyncService):
             try:
                 if self._dlq_producer is None:
                     dlq = AIOKafkaProducer(**producer_kwargs(cfg))
-                    await dlq.start()
+                    try:
+                        await dlq.start()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await dlq.stop()
+                        raise
                     self._dlq_producer = dlq
                 consumer = self._make_consumer(topics)
                 await consumer.start()
@@ -341,10 +347,26 @@ class KafkaBridge(AsyncService):
             deliver=self._deliver,
             backoff_initial_s=cfg.spool.reconnect_backoff_initial_s,
             backoff_max_s=cfg.spool.reconnect_backoff_max_s,
+            previous_producer_ids=self._recovered_producer_ids(),
+            commit_timeout_s=cfg.producer.request_timeout_ms / 1000,
+            on_fault=lambda exc: self._ingress_state(False, f"failed: {type(exc).__name__}: {exc}"),
         )
         await self.ingress.start()
         self._ingress_state(True, "consuming " + ", ".join(topics))
         self._ingress_ready.set()
+
+    def _recovered_producer_ids(self) -> frozenset[str]:
+        """Producer ids of the spooled records a previous process left (sent by this one)."""
+        if self.egress is None:
+            return frozenset()
+        spool = self.egress.spool
+        ids = set()
+        for env in spool.peek(len(spool)):
+            for name, value in env.headers:
+                if name == H_PRODUCER_ID:
+                    ids.add(value.decode("utf-8", "replace"))
+        ids.discard(self.producer_id)
+        return frozenset(ids)
 
     def _make_consumer(self, topics: Sequence[str]) -> AIOKafkaConsumer:
         c = self.config.consumer

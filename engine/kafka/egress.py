@@ -140,6 +140,7 @@ class EgressStats:
     reconnect_attempts: int = 0
     outages: int = 0
     lost_at_stop: int = 0
+    spool_file_errors: int = 0
     recovered_from_file: int = 0
 
 
@@ -723,21 +724,31 @@ class EgressBridge:
                     self._spool_waiters -= 1
                 continue
             chunk = envs[i : i + room]
-            self._spool.append(chunk)
-            self.stats.spooled += len(chunk)
+            self._append(chunk)
             i += len(chunk)
         self._recover_wake.set()
+
+    def _append(self, envs: list[Envelope], *, force: bool = False) -> None:
+        """Spool `envs`; a file that cannot be written (disk full, I/O error) is given up for
+        memory, loudly, rather than losing the records or killing the pump."""
+        try:
+            self._spool.append(envs, force=force)
+        except OSError as exc:
+            self.stats.spool_file_errors += 1
+            self._log.error(
+                "egress spool file cannot be written; spooling in memory only from now on "
+                "(a kill now loses what is spooled)",
+                spool=str(self._spool.path),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._spool.detach_file()
+            self._spool.append(envs, force=force)
+        self.stats.spooled += len(envs)
 
     def _force_spool(self, envs: list[Envelope]) -> None:
         """At stop (or when in-flight records fall back): keep them even past the bound, so a
         clean stop never drops a trading message; the bound applies again at the next start."""
-        for env in envs:
-            try:
-                self._spool.append([env])
-            except Exception:
-                self.stats.lost_at_stop += 1
-                continue
-            self.stats.spooled += 1
+        self._append(envs, force=True)
 
     # -- failure and recovery ----------------------------------------------------------------
 
@@ -853,10 +864,19 @@ class EgressBridge:
             batch = self._spool.peek(1 if probing else self._max_in_flight)
             self.stats.reconnect_attempts += probing
             if await self._send_all(batch):
-                self._spool.ack(len(batch))
+                try:
+                    self._spool.ack(len(batch))
+                except OSError as exc:  # the sidecar: memory already forgot them
+                    self.stats.spool_file_errors += 1
+                    self._log.error(
+                        "egress spool file cannot be updated; spooling in memory only",
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    self._spool.detach_file()
                 self.stats.drained += len(batch)
                 self._delivered(batch)
                 self._spool_room.set()
+                self._drop_log.end()
                 if probing:  # reachable again: re-read the cluster's layout before draining
                     await self._refresh_metadata()
                 backoff, probing = initial, False

@@ -146,6 +146,9 @@ class IngressBridge:
         deliver: Deliver | None = None,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 5.0,
+        previous_producer_ids: frozenset[str] = frozenset(),
+        commit_timeout_s: float = 10.0,
+        on_fault: Callable[[BaseException], None] | None = None,
         name: str = "kafka-ingress",
     ) -> None:
         """`consumer`: a started-by-us `aiokafka.AIOKafkaConsumer` already subscribed or
@@ -155,7 +158,11 @@ class IngressBridge:
         self._consumer = consumer
         self._dlq_topic = dead_letter_topic
         self._dead_letter = dead_letter
-        self._own = own_producer_id
+        self._own = (
+            frozenset({own_producer_id}) if own_producer_id is not None else frozenset()
+        ) | previous_producer_ids
+        """This process' producer id, and those of earlier processes whose spooled records it
+        re-sent at start (their records are this engine's own output too)."""
         self._log = log
         self._max_bytes = max_message_bytes
         self.dedup = DedupWindow(dedup_window)
@@ -163,6 +170,8 @@ class IngressBridge:
         self._commit = commit
         self._deliver = deliver or self._publish
         self._backoff = (backoff_initial_s, backoff_max_s)
+        self._commit_timeout_s = commit_timeout_s
+        self._on_fault = on_fault
         self._name = name
         self.stats = IngressStats()
         self._task: asyncio.Task[None] | None = None
@@ -175,7 +184,20 @@ class IngressBridge:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        self._task = asyncio.create_task(self._guarded_run(), name=self._name)
+
+    async def _guarded_run(self) -> None:
+        """`_run`, with an unexpected failure recorded and reported, never silent."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = exc
+            self._log.error("kafka ingress failed; it stopped consuming", exc_info=exc)
+            if self._on_fault is not None:
+                self._on_fault(exc)
+            raise
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -228,8 +250,16 @@ class IngressBridge:
                 await self._commit_offsets(dict(offsets))
 
     async def _commit_offsets(self, offsets: dict[Any, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp in [tp for tp in self._handled if tp not in assigned]:
+            # Revoked in a rebalance: the new owner resumes from the last commit (at-least-once).
+            del self._handled[tp]
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
         try:
-            await self._consumer.commit(offsets)
+            # Bounded: with the broker gone aiokafka would retry until the consumer is closed.
+            await asyncio.wait_for(self._consumer.commit(offsets), self._commit_timeout_s)
             self.stats.commits += 1
             for tp, offset in offsets.items():
                 if self._handled.get(tp) == offset:
@@ -260,7 +290,7 @@ class IngressBridge:
         if isinstance(result, Rejected):
             await self._reject(record, result)
             return False
-        if self._own is not None and result.producer_id == self._own:
+        if result.producer_id in self._own:
             self.stats.own_skipped += 1
             return True
         if route is not None and route.check is not None:
@@ -304,7 +334,10 @@ class IngressBridge:
         try:
             await self._bus.publish(topic, message)
         finally:
-            consumer.resume(*partitions)
+            # A rebalance during the wait may have revoked some: resume what is still ours.
+            assigned = consumer.assignment()
+            with contextlib.suppress(Exception):
+                consumer.resume(*[tp for tp in partitions if tp in assigned])
 
     # -- dead letters ------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from config import EngineConfig
 from config.enums import OverflowPolicy
+from config.models import FeatureStoreConfig
 from contracts import (
     AgentState,
     AgentStatus,
@@ -50,8 +51,7 @@ from engine.agent import AgentContext
 from engine.app import REPLAY_EPOCH, derive_ids
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
-from engine.features.admin import build_store
-from engine.features.store import FeatureStore
+from engine.features.store import FeatureStore, MemoryFeatureStore
 from engine.kafka.bridge import KafkaBridge, spool_path
 from engine.kafka.egress import EgressRoute
 from engine.kafka.ingress import IngressRoute
@@ -108,7 +108,9 @@ class RemoteAgentWatchdog:
     or machine dies, its network goes). Without this the replay would wait for its watermark
     forever. "Waits for" = its latest watermark is behind the newest source watermark; "silent"
     = no watermark or status from it for `silence_timeout_s` (wall time: this guards a
-    process, not the market, and never changes a decision of a healthy run).
+    process, not the market). A Kafka outage or a single step longer than the timeout also
+    quarantines it, and from then on the run's decisions differ from an in-process run's: set
+    the timeout well above the slowest step.
     """
 
     def __init__(
@@ -199,6 +201,25 @@ class RemoteAgentError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+def _feature_store(cfg: FeatureStoreConfig) -> FeatureStore:
+    """The store as the engine builds it (buffer bound and TTL included), not started."""
+    if cfg.backend == "redis":
+        from engine.features.redis_store import RedisFeatureStore
+
+        return RedisFeatureStore(
+            namespace=cfg.namespace,
+            config=cfg.redis,
+            near_cache=cfg.near_cache,
+            max_buffered_writes=cfg.max_buffered_writes,
+            default_ttl_s=cfg.default_ttl_s,
+        )
+    return MemoryFeatureStore(
+        namespace=cfg.namespace,
+        max_buffered_writes=cfg.max_buffered_writes,
+        default_ttl_s=cfg.default_ttl_s,
+    )
+
+
 class _Session:
     """One run of the agent: everything that must start fresh when a new run starts."""
 
@@ -207,7 +228,7 @@ class _Session:
         self._host = host
         cfg = host.config
         self.clock = ReplayClock(REPLAY_EPOCH)
-        self.features: FeatureStore = build_store(cfg.feature_store)
+        self.features: FeatureStore = _feature_store(cfg.feature_store)
         self.regimes: RegimeService | None = None
         self.reader: RegimeReader | None = None
         self._sources = len(cfg.sources)
@@ -312,6 +333,7 @@ class RemoteAgentHost(AsyncService):
         """Feed messages outside a joined run (e.g. a run that started before this host)."""
         self._ids = derive_ids(config.engine.seed, f"{agent}.remote-host")
         self._done = asyncio.Event()
+        self._stopping = False
         self.error: BaseException | None = None
 
     def _load(self) -> LoadedAgent:
@@ -384,6 +406,7 @@ class RemoteAgentHost(AsyncService):
         self._done.set()
 
     async def stop(self) -> None:
+        self._stopping = True  # a "started" arriving now must not open a session
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -403,7 +426,7 @@ class RemoteAgentHost(AsyncService):
         await session.feed(topic, message)
 
     async def _on_control(self, control: RunControl) -> None:
-        if self.agent_name not in control.agents:
+        if self._stopping or self.agent_name not in control.agents:
             return  # a run that does not use this agent
         assert self.bridge is not None
         current = self.session
@@ -460,8 +483,8 @@ async def run_remote_agent(config: EngineConfig, agent: str, *, once: bool) -> i
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, host.request_stop)
     try:
-        await host.start()
         try:
+            await host.start()
             await host.run()
         finally:
             await host.stop()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 from collections import deque
@@ -51,9 +52,13 @@ from pathlib import Path
 
 from engine.kafka.envelope import Envelope
 
-__all__ = ["Spool", "SpoolFull"]
+__all__ = ["Spool", "SpoolFull", "SpoolLockedError"]
 
 _B64 = "b64"
+
+
+class SpoolLockedError(RuntimeError):
+    """Another process holds this spool file."""
 
 
 class SpoolFull(Exception):
@@ -142,6 +147,7 @@ class Spool:
         self._max = max_messages
         self._pending: deque[Envelope] = deque()
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._size = 0
         """Bytes in the spool file (to cut off a half-written append after a write error)."""
         self._acked = 0
@@ -177,6 +183,7 @@ class Spool:
             raise RuntimeError(f"spool {self._path} is already open")
         assert self._acked_path is not None
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         self._pending.clear()
         self.torn = self.corrupt = self.recovered = 0
         acked, acked_first = self._read_acked()
@@ -215,11 +222,45 @@ class Spool:
     def close(self) -> None:
         """Close the file; it is removed when nothing is pending, kept otherwise."""
         if self._fd is None:
+            self._unlock()
             return
         fd, self._fd = self._fd, None
         os.close(fd)
         if not self._pending and self._path is not None:
             self._path.unlink(missing_ok=True)
+        self._unlock()
+
+    def _lock(self) -> None:
+        """One process per spool file: a second engine with the same client id would truncate
+        and re-send the first one's records."""
+        assert self._path is not None
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolLockedError(
+                f"spool {self._path} is in use by another process (same kafka.client_id and "
+                "engine.run_dir); give each engine its own client_id"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the flock
+
+    def detach_file(self) -> None:
+        """Go on in memory only (the file cannot be written, e.g. disk full): pending records
+        stay; the file keeps what it had, so a later start re-sends those (duplicates that
+        consumers drop by message id) rather than losing them."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        self._unlock()
+        self._path = None
 
     def fsync(self) -> None:
         """Force the spool file to stable storage (survives an OS crash, costs milliseconds)."""
@@ -228,9 +269,10 @@ class Spool:
 
     # ---------------------------------------------------------------------------------- records
 
-    def append(self, records: Sequence[Envelope]) -> None:
-        """Add `records` (in order) after the pending ones; all or nothing."""
-        if len(records) > self.room:
+    def append(self, records: Sequence[Envelope], *, force: bool = False) -> None:
+        """Add `records` (in order) after the pending ones; all or nothing. `force` ignores the
+        bound (records the caller already owns and must not lose, e.g. at stop)."""
+        if not force and len(records) > self.room:
             raise SpoolFull(len(records), self.room)
         if not records:
             return

@@ -280,6 +280,12 @@ class EngineCollector(Collector):
                     e.dropped_full,
                 ),
                 ("outages", "Times the egress turned DEGRADED.", e.outages),
+                ("lost", "Egress records lost (stopped with no spool file).", e.lost_at_stop),
+                (
+                    "spool_file_errors",
+                    "Spool file write failures (the spool went on in memory).",
+                    e.spool_file_errors,
+                ),
             ):
                 yield CounterMetricFamily(f"{PREFIX}_kafka_egress_{name}", doc, value=value)
             yield GaugeMetricFamily(
@@ -299,6 +305,11 @@ class EngineCollector(Collector):
                 f"{PREFIX}_kafka_ingress_duplicates",
                 "Ingress records dropped as redeliveries (message id seen).",
                 value=i.duplicates,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_kafka_ingress_commit_failures",
+                "Offset commits that failed (retried by the next commit).",
+                value=i.commit_failures,
             )
             rejected = CounterMetricFamily(
                 f"{PREFIX}_kafka_ingress_rejected",

@@ -62,10 +62,15 @@ async def _run(bootstrap: str, records: list[Record]) -> None:
         await produce(bootstrap, topic, records)
         assert bridge.ingress is not None
         stats = bridge.ingress.stats
-        await wait_until(
-            lambda: stats.accepted + stats.dead_lettered + stats.duplicates >= len(records),
-            what="every record handled",
-        )
+        ingress = bridge.ingress
+
+        def handled() -> bool:
+            # A dead ingress fails the example at once (not after the timeout: shrinking
+            # would wait that long for every candidate).
+            assert ingress.running, f"the ingress died: {ingress.error!r}"
+            return stats.accepted + stats.dead_lettered + stats.duplicates >= len(records)
+
+        await wait_until(handled, timeout_s=10, what="every record handled")
         assert bridge.ingress.running, "the ingress task died"
     dead = await consume_all(bootstrap, dlq, count=stats.dead_lettered, timeout_s=10)
     on_bus: list[Any] = []

@@ -153,21 +153,24 @@ async def test_engine_when_killed_during_outage_then_restart_sends_its_file_spoo
     config_file = _engine_toml(tmp_path, kafka_broker.bootstrap)
     spool_file = spool_path(tmp_path / "runs", "tradeengine")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log_file = (tmp_path / "engine-a.log").open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started, not waited for, on the loop
         [sys.executable, "-m", "engine.cli", "run", "--config", str(config_file), "--paper"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # A file, not a pipe: nobody reads it during the run, and a full pipe would block the
+        # engine's logging (and so the engine).
+        stderr=log_file,
     )
     try:
         # Act 1: let it trade, stop the broker, wait for the spool file to fill, kill -9
         await asyncio.sleep(8.0)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        assert proc.poll() is None, (tmp_path / "engine-a.log").read_text()[-3000:]
         kafka_broker.stop()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if spool_file.exists() and spool_file.stat().st_size > 400_000:
+            if spool_file.exists() and spool_file.stat().st_size > 600_000:
                 break
             assert proc.poll() is None, "engine A ended before the spool filled"
             await asyncio.sleep(0.1)
@@ -177,10 +180,9 @@ async def test_engine_when_killed_during_outage_then_restart_sends_its_file_spoo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        log_file.close()
     pending = _pending_ids(spool_file)
-    assert len(pending) > 500
+    assert len(pending) > 300
     # Act 2: a new (empty) broker, and engine B on the same spool, in process
     kafka_broker.restart()
     cfg = engine_with_kafka(

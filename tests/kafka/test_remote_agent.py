@@ -70,6 +70,7 @@ async def test_replay_when_one_agent_runs_in_another_process_then_same_decisions
     remote_file = _config_file(tmp_path, kafka_broker.bootstrap, remote=True)
     remote_cfg = load_config(remote_file, env={})
     assert remote_cfg.config_hash() == local_cfg.config_hash()
+    log_file = (tmp_path / "host.log").open("wb")
     host = subprocess.Popen(  # noqa: ASYNC220 - started, not waited for, on the loop
         [
             sys.executable,
@@ -86,7 +87,7 @@ async def test_replay_when_one_agent_runs_in_another_process_then_same_decisions
         cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,  # a file: an unread pipe could fill up and block the host
     )
     try:
         # Act
@@ -97,7 +98,8 @@ async def test_replay_when_one_agent_runs_in_another_process_then_same_decisions
         if host.poll() is None:
             host.kill()
             host.wait()
-        log = host.stderr.read().decode() if host.stderr is not None else ""
+        log_file.close()
+        log = (tmp_path / "host.log").read_text()
     # Assert
     assert exit_code == 0, log[-3000:]
     assert in_process.completed
@@ -158,11 +160,17 @@ async def test_replay_when_remote_agent_process_dies_then_quarantined_and_run_co
         cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
     async def kill_soon() -> None:
-        await asyncio.sleep(6.0)
+        # Kill it mid-run: once it has joined (its log says so) and worked for a while.
+        assert host.stderr is not None
+        while True:
+            line = await asyncio.to_thread(host.stderr.readline)
+            if not line or b"joined run" in line:
+                break
+        await asyncio.sleep(2.0)
         host.kill()
 
     killer = asyncio.create_task(kill_soon())
@@ -174,6 +182,8 @@ async def test_replay_when_remote_agent_process_dies_then_quarantined_and_run_co
         if host.poll() is None:
             host.kill()
         host.wait()
+        if host.stderr is not None:
+            host.stderr.close()
     # Assert: the run went on without the agent, like with a quarantined local one
     assert run.completed
     blender = run.engine.blender

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from engine.kafka import spool as spool_module
 from engine.kafka.envelope import Envelope
-from engine.kafka.spool import Spool, SpoolFull
+from engine.kafka.spool import Spool, SpoolFull, SpoolLockedError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +40,13 @@ def _opened(path: Path | None, max_messages: int = 100) -> Spool:
     spool = Spool(path, max_messages=max_messages)
     spool.open()
     return spool
+
+
+def _killed(spool: Spool) -> None:
+    """What a SIGKILL does to an open spool: nothing is flushed or closed, but the OS releases
+    the process' lock on the file."""
+    os.close(spool._lock_fd)  # type: ignore[arg-type]
+    spool._lock_fd = None
 
 
 @pytest.fixture
@@ -206,6 +213,7 @@ def test_open_when_killed_mid_write_then_complete_records_recovered_and_torn_cou
     killed.ack(1)
     with path.open("ab") as file:
         file.write(b'{"message_id":"m3","topic":"tradeeng')
+    _killed(killed)
     fresh = Spool(path, max_messages=100)
     # Act
     recovered = fresh.open()
@@ -256,6 +264,7 @@ def test_open_when_killed_after_delivery_before_ack_then_records_delivered_again
     killed = _opened(path)
     killed.append(_records(0, 3))
     delivered = killed.peek(3)
+    _killed(killed)
     fresh = Spool(path, max_messages=100)
     # Act
     fresh.open()
@@ -407,3 +416,20 @@ def test_spool_when_memory_only_then_no_file_io(
     assert pending == _records(1, 2)
     assert len(spool) == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_open_when_another_spool_holds_the_file_then_locked_error_and_nothing_touched(
+    path: Path,
+) -> None:
+    # Arrange: a second engine with the same client id and run dir
+    first = _opened(path)
+    first.append(_records(0, 2))
+    second = Spool(path, max_messages=100)
+    # Act
+    with pytest.raises(SpoolLockedError, match="in use by another process"):
+        second.open()
+    # Assert: the first one's records are intact, and it can reopen after closing
+    first.close()
+    again = _opened(path)
+    assert again.peek(10) == _records(0, 2)
+    again.close()
