@@ -75,9 +75,16 @@ async def produce(
 
 
 async def consume_all(
-    bootstrap: str, topic: str, *, count: int, timeout_s: float = 20.0
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int | None,
+    timeout_s: float = 20.0,
+    idle_s: float = 2.0,
 ) -> list[Any]:
-    """The first `count` records of every partition of `topic`, from the beginning."""
+    """Records of every partition of `topic`, from the beginning: the first `count`, or with
+    `count` None everything there is (until nothing new came for `idle_s`; tansu's end offsets
+    cannot be trusted, see benchmarks/bench_kafka.py)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -91,10 +98,15 @@ async def consume_all(
         out: list[Any] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while len(out) < count and loop.time() < deadline:
+        last_new = loop.time()
+        while (count is None or len(out) < count) and loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(records)
+            if batch:
+                last_new = loop.time()
+            elif count is None and loop.time() - last_new > idle_s:
+                break
         return out
     finally:
         await consumer.stop()

@@ -86,7 +86,8 @@ async def test_replay_when_broker_stops_mid_run_then_trading_goes_on_and_outage_
         completed = await engine.run(on_step=on_step)
         steps = engine.steps_total
     encoded = egress.stats.encoded
-    records = await consume_all(kafka_broker.bootstrap, SIGNALS, count=encoded)
+    # Everything on the new broker (duplicates included), not just `encoded` records.
+    records = await consume_all(kafka_broker.bootstrap, SIGNALS, count=None, timeout_s=60)
     # Assert: trading went on through the outage, to the end of the replay
     assert completed
     assert phase["name"] == "restarted", f"the outage never filled the spool: {phase}"
@@ -204,9 +205,7 @@ async def test_engine_when_killed_during_outage_then_restart_sends_its_file_spoo
         egress = engine.kafka.egress
         await engine.run()
         await wait_until(lambda: egress.spool_depth == 0, 30, "the spool to drain")
-    records = await consume_all(
-        kafka_broker.bootstrap, SIGNALS, count=len(pending) + egress.stats.encoded
-    )
+    records = await consume_all(kafka_broker.bootstrap, SIGNALS, count=None, timeout_s=60)
     # Assert: every message A spooled arrived, exactly once after dedup
     assert egress.stats.recovered_from_file == len(pending)
     kept, _duplicates = _ids_once_after_dedup(records)
