@@ -36,10 +36,11 @@ from engine.execution.costs import costs_from_config
 from engine.execution.journal import Journal
 from engine.execution.paper import PaperBroker
 from engine.execution.portfolio import Portfolio
+from engine.features.admin import build_store
 from engine.features.drift import DriftMonitor
 from engine.features.market import MARKET
 from engine.features.schema import FeatureSet
-from engine.features.store import FeatureStore, MemoryFeatureStore
+from engine.features.store import FeatureStore
 from engine.lifecycle import AsyncService
 from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
 from engine.pipeline import TradingPipeline
@@ -382,7 +383,7 @@ class Engine(AsyncService):
         if not cfg.enabled:
             return
         from engine.kafka.admin import TopicAdmin, TopicsMissingError
-        from engine.kafka.bridge import KafkaBridge, spool_path
+        from engine.kafka.bridge import KafkaBridge, safe_name, spool_path
         from engine.kafka.egress import EgressRoute
         from engine.kafka.ingress import IngressRoute
         from engine.kafka.lvc import LastValueCache
@@ -393,8 +394,7 @@ class Engine(AsyncService):
         # With remote agents the run cannot progress without Kafka: then it is critical.
         self.health.register(KAFKA_COMPONENT, critical=bool(remote))
         label = self.run_dir.name if self.run_dir is not None else f"seed{self.config.engine.seed}"
-        safe = "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in label)
-        self.run_id = f"{safe[:100]}.{secrets.token_hex(4)}"
+        self.run_id = f"{safe_name(label)[:100]}.{secrets.token_hex(4)}"
         try:
             async with TopicAdmin(cfg) as admin:
                 created = await admin.ensure(self.config)
@@ -582,29 +582,7 @@ class Engine(AsyncService):
         """The one feature-store client of this engine (agents, pipeline, selector, risk)."""
         cfg = self.config.feature_store
         self.health.register(FEATURE_STORE_COMPONENT, critical=False)
-        on_state = self._on_feature_store_state
-        store: FeatureStore
-        if cfg.backend == "redis":
-            from engine.features.redis_store import (
-                FeatureStoreUnavailableError,
-                RedisFeatureStore,
-            )
-
-            store = RedisFeatureStore(
-                namespace=cfg.namespace,
-                config=cfg.redis,
-                near_cache=cfg.near_cache,
-                max_buffered_writes=cfg.max_buffered_writes,
-                on_state=on_state,
-                default_ttl_s=cfg.default_ttl_s,
-            )
-        else:
-            store = MemoryFeatureStore(
-                namespace=cfg.namespace,
-                max_buffered_writes=cfg.max_buffered_writes,
-                on_state=on_state,
-                default_ttl_s=cfg.default_ttl_s,
-            )
+        store = build_store(cfg, on_state=self._on_feature_store_state)
         metrics = self.telemetry.metrics
         if self.config.telemetry.metrics.enabled:
             store.read_latency = metrics.feature_read.labels(cfg.backend).observe
@@ -612,8 +590,11 @@ class Engine(AsyncService):
         try:
             await store.start()
         except Exception as exc:
-            if cfg.backend == "redis" and isinstance(exc, FeatureStoreUnavailableError):
-                raise StartupError([f"feature_store.redis: {exc}"]) from exc
+            if cfg.backend == "redis":
+                from engine.features.redis_store import FeatureStoreUnavailableError
+
+                if isinstance(exc, FeatureStoreUnavailableError):
+                    raise StartupError([f"feature_store.redis: {exc}"]) from exc
             raise
         self.features = store
         metrics.sources.features = store

@@ -8,6 +8,7 @@ process, so these commands only show something useful against Redis; they say so
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,15 +16,28 @@ from config.models import FeatureStoreConfig
 from engine.features.store import FeatureStore, MemoryFeatureStore, SetInfo
 
 
-def build_store(cfg: FeatureStoreConfig) -> FeatureStore:
-    """The configured backend, not started (for admin commands)."""
+def build_store(
+    cfg: FeatureStoreConfig, *, on_state: Callable[[str, str], None] | None = None
+) -> FeatureStore:
+    """The configured backend, not started: the engine's, a remote agent host's and the admin
+    commands' store (buffer bound, default TTL and near cache from the config)."""
     if cfg.backend == "redis":
         from engine.features.redis_store import RedisFeatureStore
 
         return RedisFeatureStore(
-            namespace=cfg.namespace, config=cfg.redis, near_cache=cfg.near_cache
+            namespace=cfg.namespace,
+            config=cfg.redis,
+            near_cache=cfg.near_cache,
+            max_buffered_writes=cfg.max_buffered_writes,
+            on_state=on_state,
+            default_ttl_s=cfg.default_ttl_s,
         )
-    return MemoryFeatureStore(namespace=cfg.namespace)
+    return MemoryFeatureStore(
+        namespace=cfg.namespace,
+        max_buffered_writes=cfg.max_buffered_writes,
+        on_state=on_state,
+        default_ttl_s=cfg.default_ttl_s,
+    )
 
 
 def _age(newest: datetime | None, now: datetime) -> str:

@@ -49,17 +49,21 @@ class KafkaStartupError(Exception):
     """The bridge cannot start as configured (e.g. idempotence required but unsupported)."""
 
 
+def safe_name(text: str, allowed: str = "_.:-") -> str:
+    """`text` with every character outside letters, digits and `allowed` replaced by "_" (for
+    header values and file names made from config values)."""
+    return "".join(ch if ch.isalnum() or ch in allowed else "_" for ch in text)
+
+
 def new_producer_id(client_id: str) -> str:
     """A producer id unique per process start: `<client_id>.<8 random hex>`."""
-    safe = "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in client_id)[:64]
-    return f"{safe}.{secrets.token_hex(4)}"
+    return f"{safe_name(client_id)[:64]}.{secrets.token_hex(4)}"
 
 
 def spool_path(run_root: Path, client_id: str) -> Path:
     """Where a process with this client id keeps its egress spool file: stable across runs, so
     a restart finds what an earlier process could not send."""
-    safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in client_id)
-    return run_root / "kafka-spool" / f"{safe}.spool"
+    return run_root / "kafka-spool" / f"{safe_name(client_id, '_.-')}.spool"
 
 
 def producer_kwargs(config: KafkaConfig) -> dict[str, Any]:
@@ -435,5 +439,6 @@ __all__ = [
     "ProducerFactory",
     "new_producer_id",
     "producer_kwargs",
+    "safe_name",
     "spool_path",
 ]

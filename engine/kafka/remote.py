@@ -37,7 +37,6 @@ from pathlib import Path
 
 from config import EngineConfig
 from config.enums import OverflowPolicy
-from config.models import FeatureStoreConfig
 from contracts import (
     AgentState,
     AgentStatus,
@@ -51,7 +50,8 @@ from engine.agent import AgentContext
 from engine.app import REPLAY_EPOCH, derive_ids
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.clock import ReplayClock
-from engine.features.store import FeatureStore, MemoryFeatureStore
+from engine.features.admin import build_store
+from engine.features.store import FeatureStore
 from engine.kafka.bridge import KafkaBridge, spool_path
 from engine.kafka.egress import EgressRoute
 from engine.kafka.ingress import IngressRoute
@@ -201,25 +201,6 @@ class RemoteAgentError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-def _feature_store(cfg: FeatureStoreConfig) -> FeatureStore:
-    """The store as the engine builds it (buffer bound and TTL included), not started."""
-    if cfg.backend == "redis":
-        from engine.features.redis_store import RedisFeatureStore
-
-        return RedisFeatureStore(
-            namespace=cfg.namespace,
-            config=cfg.redis,
-            near_cache=cfg.near_cache,
-            max_buffered_writes=cfg.max_buffered_writes,
-            default_ttl_s=cfg.default_ttl_s,
-        )
-    return MemoryFeatureStore(
-        namespace=cfg.namespace,
-        max_buffered_writes=cfg.max_buffered_writes,
-        default_ttl_s=cfg.default_ttl_s,
-    )
-
-
 class _Session:
     """One run of the agent: everything that must start fresh when a new run starts."""
 
@@ -228,7 +209,7 @@ class _Session:
         self._host = host
         cfg = host.config
         self.clock = ReplayClock(REPLAY_EPOCH)
-        self.features: FeatureStore = _feature_store(cfg.feature_store)
+        self.features: FeatureStore = build_store(cfg.feature_store)
         self.regimes: RegimeService | None = None
         self.reader: RegimeReader | None = None
         self._sources = len(cfg.sources)

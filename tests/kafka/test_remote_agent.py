@@ -10,6 +10,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,29 @@ silence_timeout_s = {silence_timeout_s}
     return path
 
 
+def _start_host(tmp_path: Path, config: Path, *, stderr: Any) -> subprocess.Popen[bytes]:
+    """`tradeengine agent run --once` for REMOTE in its own process; `stderr` a file or PIPE
+    (a file when nobody reads it: a full pipe would block the host)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "agent",
+            "run",
+            "--config",
+            str(config),
+            "--agent",
+            REMOTE,
+            "--once",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 async def _digests(run_dir: Path) -> dict[str, str]:
     journal = Journal(run_dir / "journal.sqlite")
     return {t: journal.table_digest(t) for t in ("decisions", "orders", "fills", "snapshots")}
@@ -71,24 +95,7 @@ async def test_replay_when_one_agent_runs_in_another_process_then_same_decisions
     remote_cfg = load_config(remote_file, env={})
     assert remote_cfg.config_hash() == local_cfg.config_hash()
     log_file = (tmp_path / "host.log").open("wb")
-    host = subprocess.Popen(  # noqa: ASYNC220 - started, not waited for, on the loop
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "agent",
-            "run",
-            "--config",
-            str(remote_file),
-            "--agent",
-            REMOTE,
-            "--once",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,  # a file: an unread pipe could fill up and block the host
-    )
+    host = _start_host(tmp_path, remote_file, stderr=log_file)
     try:
         # Act
         in_process = await replay(local_cfg, tmp_path / "local", START, END)
@@ -144,24 +151,7 @@ async def test_replay_when_remote_agent_process_dies_then_quarantined_and_run_co
         kafka_broker.bootstrap, "tradeengine.feed", "tradeengine.agents", "tradeengine.dlq"
     )
     remote_file = _config_file(tmp_path, kafka_broker.bootstrap, remote=True, silence_timeout_s=2.0)
-    host = subprocess.Popen(  # noqa: ASYNC220 - started, not waited for, on the loop
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "agent",
-            "run",
-            "--config",
-            str(remote_file),
-            "--agent",
-            REMOTE,
-            "--once",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    host = _start_host(tmp_path, remote_file, stderr=subprocess.PIPE)
 
     async def kill_soon() -> None:
         # Kill it mid-run: once it has joined (its log says so) and worked for a while.
