@@ -39,6 +39,7 @@ from contracts import (
     SocialPost,
     topics,
 )
+from engine.checked_signal import CheckedSignals
 from engine.clock import Clock
 from engine.features.store import FeatureStore
 from engine.regime import MARKET_ENTITY, RegimeReader
@@ -102,6 +103,7 @@ class Agent(Generic[P]):
         self._outbox: list[Signal] = []
         self._current: Contract | None = None
         self._regimes: RegimeReader | None = context.regimes
+        self._checked = CheckedSignals(name)
 
     # -- what the agent sees -------------------------------------------------------------------
 
@@ -185,24 +187,31 @@ class Agent(Generic[P]):
         """
         current = self._current
         now = self._context.clock.now()
-        try:
-            sig = Signal(
-                trace_id=current.trace_id if current is not None else self._context.ids.trace_id(),
-                ts_event=current.ts_event if current is not None else now,
-                ts_init=now,
-                agent=self._name,
-                symbol=symbol,
-                mu=mu,
-                sigma=sigma,
-                horizon=horizon,
-                confidence=confidence,
-                regime=regime,
-                features=dict(features) if features is not None else None,
-            )
-        except (ValidationError, ValueError) as exc:
-            raise InvalidSignalError(
-                f"agent {self._name!r} emitted an invalid signal for {symbol!r}: {exc}"
-            ) from exc
+        trace_id = current.trace_id if current is not None else self._context.ids.trace_id()
+        ts_event = current.ts_event if current is not None else now
+        sig = self._checked.build(
+            trace_id, ts_event, now, symbol, mu, sigma, horizon, confidence, regime, features
+        )
+        if sig is None:  # not provably valid by the cheap checks: the contract decides
+            try:
+                sig = Signal(
+                    trace_id=trace_id,
+                    ts_event=ts_event,
+                    ts_init=now,
+                    agent=self._name,
+                    symbol=symbol,
+                    mu=mu,
+                    sigma=sigma,
+                    horizon=horizon,
+                    confidence=confidence,
+                    regime=regime,
+                    features=dict(features) if features is not None else None,
+                )
+            except (ValidationError, ValueError) as exc:
+                raise InvalidSignalError(
+                    f"agent {self._name!r} emitted an invalid signal for {symbol!r}: {exc}"
+                ) from exc
+            self._checked.learn(sig)
         self._outbox.append(sig)
         return sig
 

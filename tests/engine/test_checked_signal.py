@@ -1,0 +1,178 @@
+"""`CheckedSignals`: the cheap path builds exactly the validated Signal, or declines."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts import Horizon, Regime, Signal
+from engine.checked_signal import CheckedSignals
+
+TS = datetime(2001, 5, 4, 21, tzinfo=UTC)
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def _kwargs(**overrides: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "trace_id": TRACE,
+        "ts_event": TS,
+        "ts_init": TS + timedelta(seconds=1),
+        "symbol": "AAPL",
+        "mu": 0.01,
+        "sigma": 0.05,
+        "horizon": Horizon("1m"),
+        "confidence": 0.5,
+        "regime": Regime.CALM_UPTREND,
+        "features": {"score": 0.3, "vol_daily": 0.012},
+    }
+    kw.update(overrides)
+    return kw
+
+
+def _validated(agent: str, kw: dict[str, Any]) -> Signal:
+    features = kw["features"]
+    return Signal(
+        agent=agent, **{**kw, "features": dict(features) if features is not None else None}
+    )
+
+
+def _taught(agent: str = "momentum") -> CheckedSignals:
+    checked = CheckedSignals(agent)
+    checked.learn(_validated(agent, _kwargs()))
+    return checked
+
+
+def _assert_same(fast: Signal, slow: Signal) -> None:
+    assert fast == slow
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert list(fast.__dict__) == list(slow.__dict__)
+    assert [type(v) for v in fast.__dict__.values()] == [type(v) for v in slow.__dict__.values()]
+
+
+def test_build_when_names_seen_validated_then_equals_the_validated_signal() -> None:
+    # Arrange
+    checked = _taught()
+    kw = _kwargs(mu=-0.02, confidence=1.0, features={"vol_daily": 0.02})
+    # Act
+    fast = checked.build(**kw)
+    # Assert
+    assert fast is not None
+    _assert_same(fast, _validated("momentum", kw))
+
+
+def test_build_when_symbol_never_validated_then_declines() -> None:
+    # Arrange
+    checked = _taught()
+    # Act
+    result = checked.build(**_kwargs(symbol="MSFT"))
+    # Assert
+    assert result is None
+
+
+def test_build_when_a_feature_name_never_validated_then_declines() -> None:
+    # Arrange
+    checked = _taught()
+    # Act
+    result = checked.build(**_kwargs(features={"score": 0.1, "new_name": 0.2}))
+    # Assert
+    assert result is None
+
+
+def test_build_when_features_none_then_equals_the_validated_signal() -> None:
+    # Arrange
+    checked = _taught()
+    kw = _kwargs(features=None)
+    # Act
+    fast = checked.build(**kw)
+    # Assert
+    assert fast is not None
+    _assert_same(fast, _validated("momentum", kw))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"mu": math.nan},
+        {"mu": math.inf},
+        {"mu": 1},  # int: strict float, the model decides
+        {"mu": np.float64(0.01)},
+        {"sigma": 0.0},
+        {"sigma": -0.1},
+        {"sigma": math.inf},
+        {"confidence": 1.5},
+        {"confidence": -0.0001},
+        {"confidence": math.nan},
+        {"horizon": "1m"},  # by value: the model coerces it
+        {"regime": "calm_uptrend"},
+        {"ts_event": datetime(2001, 5, 4, 21)},  # naive
+        {"ts_init": datetime(2001, 5, 4, 23, tzinfo=timezone(timedelta(hours=2)))},
+        {"trace_id": "0" * 32},
+        {"trace_id": TRACE.upper()},
+        {"trace_id": TRACE[:-1]},
+        {"features": {"score": math.nan}},
+        {"features": {"score": 1}},
+        {"features": {"score": True}},
+    ],
+)
+def test_build_when_a_value_is_not_provably_valid_then_declines(override: dict[str, Any]) -> None:
+    # Arrange
+    checked = _taught()
+    # Act
+    result = checked.build(**_kwargs(**override))
+    # Assert
+    assert result is None
+
+
+def test_learn_when_signal_of_another_agent_then_teaches_nothing() -> None:
+    # Arrange
+    checked = CheckedSignals("momentum")
+    checked.learn(_validated("reversal", _kwargs()))
+    # Act
+    result = checked.build(**_kwargs())
+    # Assert
+    assert result is None
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@given(
+    mu=finite,
+    sigma=st.floats(min_value=5e-324, allow_infinity=False),
+    confidence=st.floats(min_value=0.0, max_value=1.0),
+    horizon=st.sampled_from(list(Horizon)),
+    regime=st.sampled_from(list(Regime)),
+    score=finite,
+    with_features=st.booleans(),
+)
+def test_build_when_valid_values_then_identical_to_validation(
+    mu: float,
+    sigma: float,
+    confidence: float,
+    horizon: Horizon,
+    regime: Regime,
+    score: float,
+    with_features: bool,
+) -> None:
+    # Arrange
+    checked = _taught()
+    kw = _kwargs(
+        mu=mu,
+        sigma=sigma,
+        confidence=confidence,
+        horizon=horizon,
+        regime=regime,
+        features={"score": score, "vol_daily": 0.01} if with_features else None,
+    )
+    # Act
+    fast = checked.build(**kw)
+    # Assert
+    assert fast is not None
+    _assert_same(fast, _validated("momentum", kw))
