@@ -123,7 +123,7 @@ class SymbolState:
     `extra` is the subclass's own per-symbol state (see `CalibratedAgent.new_extra`).
     """
 
-    __slots__ = ("_floor", "_min_obs", "bars", "closes", "extra", "last_ts", "vol")
+    __slots__ = ("_floor", "_last_close", "_min_obs", "bars", "closes", "extra", "last_ts", "vol")
 
     def __init__(self, params: CalibratedAgentParams, history: int = 1, extra: Any = None) -> None:
         self.closes = RingBuffer(max(history, 1))
@@ -131,15 +131,16 @@ class SymbolState:
         self._floor = params.vol_floor
         self._min_obs = params.min_vol_obs
         self.bars = 0
+        self._last_close = 0.0
         self.last_ts: datetime | None = None
         self.extra = extra
 
     def update(self, close: float, ts: datetime) -> None:
         """Record this bar's close (call once per bar, before reading anything)."""
-        closes = self.closes
-        if len(closes):
-            self.vol.update(close / closes.ago(0) - 1.0)
-        closes.append(close)
+        if self.bars:
+            self.vol.update(close / self._last_close - 1.0)
+        self.closes.append(close)
+        self._last_close = close
         self.bars += 1
         self.last_ts = ts
 
@@ -153,9 +154,11 @@ class SymbolState:
 
     def daily_vol(self) -> float | None:
         """EW daily volatility, floored; None until `min_vol_obs` returns were seen."""
-        if self.vol.count < self._min_obs:
+        vol = self.vol
+        if vol.count < self._min_obs:
             return None
-        return max(self.vol.std, self._floor)
+        std = vol.std
+        return std if std > self._floor else self._floor
 
 
 def _finite(x: float | tuple[float, ...]) -> bool:
@@ -241,6 +244,7 @@ class CalibratedAgent(Agent[CP]):
         self._bars_h = int(self.horizon.trading_days)
         self._h_sqrt = math.sqrt(self.horizon.trading_days)
         self._max_gap = timedelta(days=p.max_gap_days)
+        self._emit_zero_confidence = p.emit_zero_confidence
         self.calibrator = p.calibrator(self._bars_h, n_features=self.n_features)
         self._groups = {r: regime_group(r, p.regime_grouping) for r in Regime}
         self._shared_regimes = self._regime_reader()
@@ -325,7 +329,6 @@ class CalibratedAgent(Agent[CP]):
     async def calibrate(self, bar: Bar, state: SymbolState) -> Estimate | None:
         """Steps 2-6 of the module docstring for a recorded bar; returns the Estimate if a
         signal was emitted."""
-        p = self.params
         symbol = bar.symbol
         close = bar.close
         vol = state.daily_vol()
@@ -352,7 +355,7 @@ class CalibratedAgent(Agent[CP]):
         est = self.calibrator.update(symbol, x, close, scale=vol * self._h_sqrt, regime=group)
         if est is None or x is None:
             return None
-        if est.confidence <= 0.0 and not p.emit_zero_confidence:
+        if est.confidence <= 0.0 and not self._emit_zero_confidence:
             # |t| <= 1: the calibration finds no usable relation; a zero-confidence signal
             # would get zero weight in any blend, so saying nothing is equivalent and cheaper.
             return None

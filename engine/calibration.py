@@ -316,16 +316,19 @@ class _Model:
             self.cxx[0][0] = c_xx
             self.cxy[0] = c_xy
         else:
+            # Lengths are k by construction (`update` checks the features), so plain zips:
+            # strict ones cost a measurable share of this per-sample path.
             inv_w = 1.0 / w
             ry = y - my
-            dxs = [x - m for x, m in zip(xs, self.mx, strict=True)]
-            mxs = [m + d * inv_w for m, d in zip(self.mx, dxs, strict=True)]
-            rxs = [x - m for x, m in zip(xs, mxs, strict=True)]  # deviations from the new means
+            mx = self.mx
+            dxs = [x - m for x, m in zip(xs, mx)]  # noqa: B905
+            mxs = [m + d * inv_w for m, d in zip(mx, dxs)]  # noqa: B905
+            rxs = [x - m for x, m in zip(xs, mxs)]  # noqa: B905  (deviations from the new means)
             cxx_new = [
-                [lam * c + di * rj for c, rj in zip(row, rxs, strict=True)]
-                for row, di in zip(self.cxx, dxs, strict=True)
+                [lam * c + di * rj for c, rj in zip(row, rxs)]  # noqa: B905
+                for row, di in zip(self.cxx, dxs)  # noqa: B905
             ]
-            cxy_new = [lam * c + di * ry for c, di in zip(self.cxy, dxs, strict=True)]
+            cxy_new = [lam * c + di * ry for c, di in zip(self.cxy, dxs)]  # noqa: B905
             # a sum is finite only if every term is (inf and NaN propagate)
             if not math.isfinite(cyy + sum(map(sum, cxx_new)) + sum(cxy_new)):
                 return False
@@ -419,7 +422,11 @@ class _Model:
 def _predict(fit: Fit, xs: tuple[float, ...]) -> float:
     if len(xs) == 1:
         return fit.alpha + fit.betas[0] * xs[0]
-    return fit.alpha + sum(b * v for b, v in zip(fit.betas, xs, strict=True))
+    # The loop adds in the order (and from the int 0) `sum` does, without a generator.
+    acc: float = 0
+    for b, v in zip(fit.betas, xs):  # noqa: B905  (both length k)
+        acc += b * v
+    return fit.alpha + acc
 
 
 def _confidence(wald: float, k: int, n_eff: float, confidence_n: float) -> float:
@@ -935,7 +942,10 @@ class EwMoments:
 
     @property
     def std(self) -> float:
-        return math.sqrt(self.variance)
+        # `variance` written out: agents read a volatility every bar.
+        w = self._w
+        denom = w - self._w2 / w if w > 0.0 else 0.0
+        return math.sqrt(max(self._c / denom, 0.0)) if denom > 0.0 else 0.0
 
 
 __all__ = [
