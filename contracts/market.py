@@ -39,6 +39,8 @@ class Bar(Contract):
 
     @model_validator(mode="after")
     def _check_range(self) -> Self:
+        if self.high is None and self.low is None:
+            return self  # nothing to order (close-only bars: every replayed daily close)
         known = [p for p in (self.open, self.close, self.low, self.high) if p is not None]
         if self.high is not None and self.high < max(known):
             raise ValueError(f"high={self.high} is below another price of the bar ({max(known)})")
