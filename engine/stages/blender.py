@@ -538,8 +538,14 @@ class BlenderStage(AsyncService):
                 batch = await sub.get_batch(self._batch_size)
             except SubscriptionClosed:
                 return
+            on_signal = self._on_signal
             for topic, message in batch:
-                await self.handle(topic, message)
+                # Signals are most of the traffic and never await: handled here directly, as
+                # `handle` would, without a coroutine per message.
+                if isinstance(message, Signal):
+                    on_signal(message)
+                else:
+                    await self.handle(topic, message)
 
     async def handle(self, topic: str, message: object) -> None:
         """Process one delivery (the task calls this; tests may too)."""
