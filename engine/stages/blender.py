@@ -32,8 +32,10 @@ Decisions documented here (and tested in tests/stages):
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,10 +102,21 @@ def scale_to_horizon(
     mu: float, sigma: float, source: Horizon, target: Horizon
 ) -> tuple[float, float]:
     """(mu, sigma) of `source` rescaled to `target`: mu ~ h, sigma ~ sqrt(h) (trading days)."""
-    if source is target:
+    factors = _scale_factors(source, target)
+    if factors is None:
         return mu, sigma
+    ratio, root = factors
+    return mu * ratio, sigma * root
+
+
+@functools.cache
+def _scale_factors(source: Horizon, target: Horizon) -> tuple[float, float] | None:
+    """(ratio, sqrt(ratio)) from `source` to `target`, None for the same horizon: computed once
+    per pair, not per signal (the same values, so the scaled numbers are the same bits)."""
+    if source is target:
+        return None
     ratio = target.trading_days / source.trading_days
-    return mu * ratio, sigma * math.sqrt(ratio)
+    return ratio, math.sqrt(ratio)
 
 
 def normal_tail_risk(mu: float, sigma: float, alpha: float) -> tuple[float, float]:
@@ -112,10 +125,18 @@ def normal_tail_risk(mu: float, sigma: float, alpha: float) -> tuple[float, floa
     Losses are positive return units (VaR 0.03 = a 3 % loss); both are floored at 0, since a
     forecast whose alpha-tail is still a gain has no loss to report.
     """
-    z = _STD_NORMAL.inv_cdf(alpha)
+    z, density, tail = _tail_constants(alpha)
     var = sigma * z - mu
-    cvar = sigma * _STD_NORMAL.pdf(z) / (1.0 - alpha) - mu
+    cvar = sigma * density / tail - mu
     return max(var, 0.0), max(cvar, 0.0)
+
+
+@functools.cache
+def _tail_constants(alpha: float) -> tuple[float, float, float]:
+    """(z = Phi^-1(alpha), phi(z), 1 - alpha), once per alpha rather than once per blend
+    (inv_cdf is a rational approximation evaluated in Python, several microseconds)."""
+    z = _STD_NORMAL.inv_cdf(alpha)
+    return z, _STD_NORMAL.pdf(z), 1.0 - alpha
 
 
 def _quantile_table(levels: Sequence[float]) -> tuple[tuple[float, float], ...]:
@@ -140,13 +161,16 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+_SIGNAL_ORDER = operator.attrgetter("agent", "trace_id")
+
+
 def _sorted_signals(symbol: str, signals: Sequence[Signal]) -> list[Signal]:
     for s in signals:
         if s.symbol != symbol:
             raise ValueError(
                 f"signal of {s.symbol!r} (agent {s.agent!r}) passed to blend {symbol!r}"
             )
-    return sorted(signals, key=lambda s: (s.agent, s.trace_id))
+    return sorted(signals, key=_SIGNAL_ORDER)
 
 
 # ------------------------------------------------------------------------------------- policies
@@ -176,17 +200,29 @@ class _NormalBlender:
 
     def _scaled(
         self, symbol: str, signals: Sequence[Signal]
-    ) -> tuple[list[Signal], list[tuple[float, float]]]:
-        """The signals in a stable order, with (mu, sigma) rescaled to the common horizon."""
+    ) -> tuple[list[Signal], list[float], list[float]]:
+        """The signals in a stable order, with their mu and sigma rescaled to the common
+        horizon (as :func:`scale_to_horizon` does), as two parallel lists."""
         ordered = _sorted_signals(symbol, signals)
         target = self.common_horizon
-        return ordered, [scale_to_horizon(s.mu, s.sigma, s.horizon, target) for s in ordered]
+        mus: list[float] = []
+        sigmas: list[float] = []
+        for s in ordered:
+            factors = _scale_factors(s.horizon, target)
+            if factors is None:
+                mus.append(s.mu)
+                sigmas.append(s.sigma)
+            else:
+                mus.append(s.mu * factors[0])
+                sigmas.append(s.sigma * factors[1])
+        return ordered, mus, sigmas
 
     def _opportunity(
         self,
         symbol: str,
         ordered: Sequence[Signal],
-        scaled: Sequence[tuple[float, float]],
+        mus: Sequence[float],
+        sigmas: Sequence[float],
         weights: Sequence[float],
         main: int,
         mu: float,
@@ -207,7 +243,7 @@ class _NormalBlender:
                 "confidence": s.confidence,
                 "signal_trace_id": s.trace_id,
             }
-            for s, w, (m, sig) in zip(ordered, weights, scaled, strict=True)
+            for s, w, m, sig in zip(ordered, weights, mus, sigmas, strict=True)
         ]
         return Opportunity(
             trace_id=ordered[main].trace_id,
@@ -247,32 +283,34 @@ class PrecisionBlender(_NormalBlender):
         now: datetime,
         trace_id: str,
     ) -> Opportunity | None:
-        ordered, scaled = self._scaled(symbol, signals)
+        ordered, mus, sigmas = self._scaled(symbol, signals)
         if not ordered:
             return None
-        raw = [s.confidence / (sig * sig) for s, (_, sig) in zip(ordered, scaled, strict=True)]
+        raw = [s.confidence / (sig * sig) for s, sig in zip(ordered, sigmas, strict=True)]
         total = math.fsum(raw)
-        top = max(s.confidence for s in ordered)
-        if total == 0.0 and top > 0.0:
+        if total == 0.0 and (top := max(s.confidence for s in ordered)) > 0.0:
             # Tiny (subnormal) confidences underflow to zero weight; only their ratios matter,
             # so rescale by the largest (normal inputs keep their exact, unscaled arithmetic).
             raw = [
-                (s.confidence / top) / (sig * sig)
-                for s, (_, sig) in zip(ordered, scaled, strict=True)
+                (s.confidence / top) / (sig * sig) for s, sig in zip(ordered, sigmas, strict=True)
             ]
             total = math.fsum(raw)
         if not total > 0.0 or not math.isfinite(total):
             return None
         weights = [r / total for r in raw]
-        mu = math.fsum(w * m for w, (m, _) in zip(weights, scaled, strict=True))
-        mean_sigma = math.fsum(w * sig for w, (_, sig) in zip(weights, scaled, strict=True))
-        disagreement = math.fsum(
-            w * (m - mu) ** 2 for w, (m, _) in zip(weights, scaled, strict=True)
-        )
+        # fsum rounds the exact sum once, so list or generator input gives the same bits; lists
+        # are cheaper to iterate.
+        mu = math.fsum([w * m for w, m in zip(weights, mus, strict=True)])
+        mean_sigma = math.fsum([w * sig for w, sig in zip(weights, sigmas, strict=True)])
+        disagreement = math.fsum([w * (m - mu) ** 2 for w, m in zip(weights, mus, strict=True)])
         sigma = math.sqrt(mean_sigma * mean_sigma + disagreement)
-        main = max(range(len(ordered)), key=lambda i: (weights[i], -i))
+        # The largest weight, ties: the first (the weights are finite here: total is).
+        main = 0
+        for i in range(1, len(weights)):
+            if weights[i] > weights[main]:
+                main = i
         return self._opportunity(
-            symbol, ordered, scaled, weights, main, mu, sigma, step=step, now=now
+            symbol, ordered, mus, sigmas, weights, main, mu, sigma, step=step, now=now
         )
 
 
@@ -296,16 +334,24 @@ class PassthroughBlender(_NormalBlender):
         now: datetime,
         trace_id: str,
     ) -> Opportunity | None:
-        ordered, scaled = self._scaled(symbol, signals)
+        ordered, mus, sigmas = self._scaled(symbol, signals)
         if not ordered:
             return None
-        best = min(range(len(ordered)), key=lambda i: (-ordered[i].confidence, scaled[i][1], i))
+        best = min(range(len(ordered)), key=lambda i: (-ordered[i].confidence, sigmas[i], i))
         if ordered[best].confidence <= 0.0:
             return None
         weights = [1.0 if i == best else 0.0 for i in range(len(ordered))]
-        mu, sigma = scaled[best]
         return self._opportunity(
-            symbol, ordered, scaled, weights, best, mu, sigma, step=step, now=now
+            symbol,
+            ordered,
+            mus,
+            sigmas,
+            weights,
+            best,
+            mus[best],
+            sigmas[best],
+            step=step,
+            now=now,
         )
 
 
@@ -492,8 +538,14 @@ class BlenderStage(AsyncService):
                 batch = await sub.get_batch(self._batch_size)
             except SubscriptionClosed:
                 return
+            on_signal = self._on_signal
             for topic, message in batch:
-                await self.handle(topic, message)
+                # Signals are most of the traffic and never await: handled here directly, as
+                # `handle` would, without a coroutine per message.
+                if isinstance(message, Signal):
+                    on_signal(message)
+                else:
+                    await self.handle(topic, message)
 
     async def handle(self, topic: str, message: object) -> None:
         """Process one delivery (the task calls this; tests may too)."""

@@ -169,12 +169,26 @@ class StoredReturns:
         self.min_overlap = min_overlap
 
     def correlation(self, symbols: Sequence[str]) -> FloatArray:
-        k, n = len(symbols), self.lookback
-        values = np.full((k, n), np.nan, dtype=np.float64)
-        for i, symbol in enumerate(symbols):
+        n = self.lookback
+        # Stored rows are (almost always) full windows: stacked in one copy instead of written
+        # row by row into a NaN matrix; a missing symbol is a NaN row, a short row NaN-padded
+        # on the left (oldest side), as before.
+        rows: list[FloatArray] = []
+        missing: FloatArray | None = None
+        for symbol in symbols:
             row = self._returns.get(symbol)
-            if row is not None:
-                values[i, n - min(n, row.size) :] = row[-n:]
+            if row is not None and row.size >= n:
+                rows.append(row[-n:])
+                continue
+            if missing is None:
+                missing = np.full(n, np.nan, dtype=np.float64)
+            if row is None or row.size == 0:
+                rows.append(missing)
+            else:
+                rows.append(np.concatenate((missing[: n - row.size], row)))
+        values = (
+            np.array(rows, dtype=np.float64) if rows else np.full((0, n), np.nan, dtype=np.float64)
+        )
         return pairwise_correlation(values, ~np.isnan(values), self.min_overlap)
 
 
@@ -204,9 +218,9 @@ def pairwise_correlation(
     # A (numerically) constant series over the overlap has no defined correlation.
     flat = (var_i <= 1e-12 * sxx) | (var_i <= 0.0)
     unknown = (n < min_overlap) | ~np.isfinite(corr) | flat | flat.T
-    corr = np.where(unknown, 1.0, np.clip(corr, -1.0, 1.0))
-    np.fill_diagonal(corr, 1.0)
-    result: FloatArray = corr.astype(np.float64)
+    # np.where returns a new float64 array: the diagonal is set in place, no further copy.
+    result: FloatArray = np.where(unknown, 1.0, np.clip(corr, -1.0, 1.0))
+    np.fill_diagonal(result, 1.0)
     return result
 
 
@@ -275,34 +289,62 @@ class PenaltySelector:
     def select(
         self, opportunities: Sequence[Opportunity], history: ReturnsView
     ) -> list[Opportunity]:
-        cands = sorted(
-            (o for o in opportunities if opportunity_score(o, self.allow_short) > 0.0),
-            key=lambda o: o.symbol,
+        allow_short = self.allow_short
+        scored = sorted(
+            (
+                (o.symbol, score, o)
+                for o in opportunities
+                if (score := opportunity_score(o, allow_short)) > 0.0
+            ),
+            key=_by_symbol,
         )
-        if not cands:
+        if not scored:
             return []
-        scores = np.array([opportunity_score(o, self.allow_short) for o in cands])
+        cands = [o for _, _, o in scored]
+        scores = [score for _, score, _ in scored]
         signs = np.array([1.0 if o.mu >= 0.0 else -1.0 for o in cands])
         corr = history.correlation([o.symbol for o in cands])
-        position_corr = corr * np.outer(signs, signs)
+        # Only positive position-correlation is penalised: clipped once for the whole matrix.
+        penalty_rows = np.maximum(corr * np.outer(signs, signs), 0.0)
+        # The greedy rounds run on Python floats: a slate has ~20 candidates and <= top_k
+        # rounds, where a numpy call per operation costs more than the arithmetic. The same
+        # IEEE operations in the same order as the vector form (score * (1 - lam * worst), or
+        # score - lam * worst; max() agrees with np.maximum on these NaN-free values).
         # worst[i]: largest positive position-correlation of candidate i with a chosen name.
-        worst = np.zeros(len(cands))
-        available = np.ones(len(cands), dtype=np.bool_)
+        k = len(cands)
+        worst = [0.0] * k
+        available = [True] * k
+        remaining = k
         lam = self.correlation_penalty
+        multiplicative = self.form == "multiplicative"
         chosen: list[Opportunity] = []
-        while len(chosen) < self.top_k and available.any():
-            if self.form == "multiplicative":
-                adjusted = scores * (1.0 - lam * worst)
-            else:
-                adjusted = scores - lam * worst
-            adjusted = np.where(available, adjusted, -np.inf)
-            best = int(np.argmax(adjusted))  # first maximum = smallest symbol on ties
-            if not adjusted[best] > 0.0:
+        while len(chosen) < self.top_k and remaining:
+            best = -1
+            best_value = -math.inf
+            for i in range(k):
+                if not available[i]:
+                    continue
+                if multiplicative:
+                    value = scores[i] * (1.0 - lam * worst[i])
+                else:
+                    value = scores[i] - lam * worst[i]
+                if value != value:  # NaN (an infinite score times 0): argmax would pick it
+                    best, best_value = i, value
+                    break
+                if best < 0 or value > best_value:  # first maximum = smallest symbol on ties
+                    best, best_value = i, value
+            if not best_value > 0.0:
                 break
             chosen.append(cands[best])
             available[best] = False
-            worst = np.maximum(worst, np.maximum(position_corr[best], 0.0))
+            remaining -= 1
+            row = penalty_rows[best].tolist()
+            worst = [max(w, r) for w, r in zip(worst, row, strict=True)]
         return chosen
+
+
+def _by_symbol(item: tuple[str, float, Opportunity]) -> str:
+    return item[0]
 
 
 def selection_policy_from_config(cfg: SelectorConfig, risk: RiskConfig) -> SelectionPolicy:
