@@ -36,6 +36,7 @@ from contracts import IdGenerator  # noqa: E402
 from engine.app import Engine, RunOptions  # noqa: E402
 from engine.bus import MessageBus, SubscriptionClosed  # noqa: E402
 from engine.clock import ReplayClock  # noqa: E402
+from engine.gc_policy import run_gc_policy  # noqa: E402
 from engine.sources.replay import ReplayFeed, load_source  # noqa: E402
 from engine.telemetry.logging import configure_logging  # noqa: E402
 
@@ -70,8 +71,9 @@ async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
         )
         t0 = time.perf_counter()
         engine.prepare()
-        async with engine:
-            completed = await engine.run()
+        with run_gc_policy():  # as `tradeengine run` does
+            async with engine:
+                completed = await engine.run()
         wall = time.perf_counter() - t0
         summary = engine.summary(completed=completed)
         agents = _agent_handlers(engine)

@@ -238,7 +238,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{path}: {line}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s); nothing was run", file=sys.stderr)
         return EXIT_USAGE
-    return _run_loop(_run_engine(engine))
+    from engine.gc_policy import run_gc_policy
+
+    with run_gc_policy():  # this process exists for this run: see engine.gc_policy
+        return _run_loop(_run_engine(engine))
 
 
 async def _run_engine(engine: Engine) -> int:
