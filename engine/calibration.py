@@ -172,6 +172,9 @@ class Estimate(NamedTuple):
         return self.fit.t_stats[0]
 
 
+_new_estimate = tuple.__new__
+
+
 class _Model:
     """Exponentially weighted least squares y = alpha + beta . x, plus an EW out-of-sample MSE."""
 
@@ -747,7 +750,13 @@ class ForwardReturnCalibrator:
         if not (-_INF < mu < _INF and sigma < _INF):
             return None
         conf = fit.confidence + weight * (gfit.confidence - fit.confidence)
-        return Estimate(mu, sigma, fit, gfit, weight, min(1.0, max(0.0, conf)))
+        if not conf > 0.0:  # as min(1.0, max(0.0, conf)): NaN and -0.0 become 0.0
+            conf = 0.0
+        elif conf > 1.0:
+            conf = 1.0
+        # tuple.__new__ directly: the NamedTuple's generated __new__ is a Python call, and this
+        # line runs for every estimate of every agent.
+        return _new_estimate(Estimate, (mu, sigma, fit, gfit, weight, conf))
 
     def regime_fits(self, key: str | None = None) -> dict[str, RegimeFit]:
         """Every regime group's model as it stands (of the pooled model, or of `key`'s when not

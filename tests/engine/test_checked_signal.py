@@ -113,9 +113,6 @@ def test_build_when_features_none_then_equals_the_validated_signal() -> None:
         {"regime": "calm_uptrend"},
         {"ts_event": datetime(2001, 5, 4, 21)},  # naive
         {"ts_init": datetime(2001, 5, 4, 23, tzinfo=timezone(timedelta(hours=2)))},
-        {"trace_id": "0" * 32},
-        {"trace_id": TRACE.upper()},
-        {"trace_id": TRACE[:-1]},
         {"features": {"score": math.nan}},
         {"features": {"score": 1}},
         {"features": {"score": True}},
