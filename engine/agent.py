@@ -39,7 +39,7 @@ from contracts import (
     SocialPost,
     topics,
 )
-from engine.checked_signal import CheckedSignals
+from engine.checked_contracts import CheckedSignals
 from engine.clock import Clock
 from engine.features.store import FeatureStore
 from engine.regime import MARKET_ENTITY, RegimeReader

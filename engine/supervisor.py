@@ -45,6 +45,7 @@ from contracts import (
 )
 from engine.agent import Agent
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
+from engine.checked_contracts import CheckedWatermarks
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
@@ -163,6 +164,7 @@ class AgentRunner:
         self._busy_event: Contract | None = None
         self._overrun_reported = False
         self._handler_latency = handler_latency
+        self._watermarks = CheckedWatermarks(self.name)
         self._chain = chain if chain is not None and chain.recording else None
         self._on_state = on_state
         self.started = asyncio.Event()
@@ -322,7 +324,8 @@ class AgentRunner:
         if self._expected_sources:
             if not self._expected_sources.issubset(self._source_watermarks):
                 return
-            ts = min(self._source_watermarks[s] for s in self._expected_sources)
+            marks = self._source_watermarks
+            ts = min([marks[s] for s in self._expected_sources])
         else:
             ts = wm.ts_event
         if self._forwarded is not None and ts <= self._forwarded:
@@ -347,9 +350,7 @@ class AgentRunner:
                 if agent._outbox:
                     await self._publish_outbox()
         self._forwarded = ts
-        out = Watermark(
-            trace_id=wm.trace_id, ts_event=ts, ts_init=self._clock.now(), origin=self.name
-        )
+        out = self._watermarks.build(wm.trace_id, ts, self._clock.now())
         await self._bus.publish(topics.agent_watermark(self.name), out)
         self.stats.watermarks_forwarded += 1
 

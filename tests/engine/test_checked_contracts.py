@@ -1,4 +1,4 @@
-"""`CheckedSignals`: the cheap path builds exactly the validated Signal, or declines."""
+"""`CheckedSignals` / `CheckedWatermarks`: the cheap path builds exactly the validated model."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from contracts import Horizon, Regime, Signal
-from engine.checked_signal import CheckedSignals
+from contracts import Horizon, Regime, Signal, Watermark
+from engine.checked_contracts import CheckedSignals, CheckedWatermarks
 
 TS = datetime(2001, 5, 4, 21, tzinfo=UTC)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -173,3 +174,41 @@ def test_build_when_valid_values_then_identical_to_validation(
     # Assert
     assert fast is not None
     _assert_same(fast, _validated("momentum", kw))
+
+
+def test_watermark_build_when_after_first_then_equals_the_validated_watermark() -> None:
+    # Arrange
+    checked = CheckedWatermarks("momentum")
+    first = checked.build(TRACE, TS, TS)
+    # Act
+    later = checked.build(TRACE, TS + timedelta(days=1), TS + timedelta(days=1))
+    # Assert
+    expected = Watermark(
+        trace_id=TRACE,
+        ts_event=TS + timedelta(days=1),
+        ts_init=TS + timedelta(days=1),
+        origin="momentum",
+    )
+    assert first == Watermark(trace_id=TRACE, ts_event=TS, ts_init=TS, origin="momentum")
+    _assert_same(later, expected)
+
+
+def test_watermark_build_when_origin_invalid_then_validation_error_every_time() -> None:
+    # Arrange
+    checked = CheckedWatermarks("Not A Name")
+    # Act / Assert
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            checked.build(TRACE, TS, TS)
+
+
+def test_watermark_build_when_time_not_utc_then_validated_and_normalised() -> None:
+    # Arrange
+    checked = CheckedWatermarks("momentum")
+    checked.build(TRACE, TS, TS)
+    plus_two = timezone(timedelta(hours=2))
+    # Act
+    wm = checked.build(TRACE, TS.astimezone(plus_two), TS)
+    # Assert
+    assert wm.ts_event.tzinfo is UTC
+    assert wm.ts_event == TS

@@ -1,4 +1,4 @@
-"""Building an agent's Signals without paying the full contract validation on every one.
+"""Building the agent runtime's own messages without paying full contract validation each time.
 
 Why this module exists: agents emit about half a million Signals in the default replay, and
 pydantic validation of a Signal (patterns of the ids, symbol and feature names, three Python
@@ -6,6 +6,7 @@ timestamp and id validators) was ~6 us each - several seconds of a replay, for v
 almost always of a shape the engine has already seen validated. `CheckedSignals.build` makes a
 Signal directly when cheap checks *prove* the contract holds, and returns None otherwise, so
 that the caller validates through the model as before (and raises `InvalidSignalError`).
+`CheckedWatermarks` does the same for the watermark every agent forwards at every step.
 
 What "prove" means here, field by field:
 - `agent`, `symbol` and every feature name: equal to a value that already passed the model's
@@ -30,9 +31,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from contracts import Horizon, Regime, Signal
+from pydantic import BaseModel
+
+from contracts import Horizon, Regime, Signal, Watermark
 
 _INF: Final = math.inf
 # The fields a Signal built by `Agent.signal` reports as set: every field it passes
@@ -152,12 +155,62 @@ class CheckedSignals:
             "regime": regime,
             "features": copied,
         }
-        sig = Signal.__new__(Signal)
-        _object_setattr(sig, "__dict__", fields)
-        _object_setattr(sig, "__pydantic_fields_set__", set(_FIELDS_SET))
-        _object_setattr(sig, "__pydantic_extra__", None)
-        _object_setattr(sig, "__pydantic_private__", None)
-        return sig
+        return _assemble(Signal, fields, _FIELDS_SET)
 
 
-__all__ = ["CheckedSignals"]
+class CheckedWatermarks:
+    """Watermarks of one origin (an agent's name): the first is validated, and later ones are
+    assembled when their times are UTC datetimes (the trace id comes from the source watermark
+    being forwarded, a validated contract)."""
+
+    __slots__ = ("_origin", "_validated")
+
+    def __init__(self, origin: str) -> None:
+        self._origin = origin
+        self._validated = False
+
+    def build(self, trace_id: str, ts_event: datetime, ts_init: datetime) -> Watermark:
+        if (
+            self._validated
+            and _WATERMARK_ASSEMBLABLE
+            and type(trace_id) is str
+            and type(ts_event) is datetime
+            and ts_event.tzinfo is UTC
+            and type(ts_init) is datetime
+            and ts_init.tzinfo is UTC
+        ):
+            fields = {
+                "trace_id": trace_id,
+                "ts_event": ts_event,
+                "ts_init": ts_init,
+                "schema_version": 1,
+                "origin": self._origin,
+            }
+            return _assemble(Watermark, fields, _WATERMARK_FIELDS_SET)
+        wm = Watermark(trace_id=trace_id, ts_event=ts_event, ts_init=ts_init, origin=self._origin)
+        self._validated = True  # the origin passed the model's pattern
+        return wm
+
+
+_WATERMARK_FIELDS_SET: Final = frozenset(("trace_id", "ts_event", "ts_init", "origin"))
+_WATERMARK_ASSEMBLABLE: Final = (
+    Watermark.__pydantic_post_init__ is None
+    and Watermark.model_config.get("extra") == "forbid"
+    and list(Watermark.model_fields)
+    == ["trace_id", "ts_event", "ts_init", "schema_version", "origin"]
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _assemble(cls: type[M], fields: dict[str, Any], fields_set: frozenset[str]) -> M:
+    """The model as `BaseModel.model_construct` leaves it, without its per-field Python loop."""
+    obj = cls.__new__(cls)
+    _object_setattr(obj, "__dict__", fields)
+    _object_setattr(obj, "__pydantic_fields_set__", set(fields_set))
+    _object_setattr(obj, "__pydantic_extra__", None)
+    _object_setattr(obj, "__pydantic_private__", None)
+    return obj
+
+
+__all__ = ["CheckedSignals", "CheckedWatermarks"]
