@@ -390,7 +390,13 @@ class FeatureStore(AsyncService, ABC):
             if fields is None:
                 checked = fs.validate(entity, values)
                 if keep:
-                    fields = {n: kept_value(field(n), v, stamp) for n, v in checked.items()}
+                    # A validated float is kept as it is (`kept_value` would do just that).
+                    fields = {
+                        n: new_tuple(FeatureValue, (v, stamp, False))
+                        if type(v) is float
+                        else kept_value(field(n), v, stamp)
+                        for n, v in checked.items()
+                    }
                 else:
                     fields = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
             else:
