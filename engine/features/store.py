@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
+
 from engine.features.codec import (
     CorruptValueError,
     RowDecoder,
@@ -662,6 +664,11 @@ class MemoryFeatureStore(FeatureStore):
                 if value is not None:
                     if value.__class__ is not FeatureValue:  # bytes: decoded by the caller
                         break
+                    array = value.value
+                    if isinstance(array, np.ndarray):
+                        # Each read its own (read-only) view, as decoding gave: no reader can
+                        # reshape the array another reader, or the store, holds.
+                        value = _new_tuple(FeatureValue, (array.view(), value.ts, value.stale))
                     row[name] = value
             else:
                 out[entity] = row

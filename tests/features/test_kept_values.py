@@ -122,6 +122,12 @@ async def test_memory_get_when_array_written_then_read_only_copy_and_equal_rows(
         array.flags.writeable = True
     with pytest.raises(ValueError, match="read-only"):
         array[0] = 5.0
+    again = second["E"]["a"].value
+    assert isinstance(again, np.ndarray)
+    assert again is not array  # each read its own array object, as decoding gave
+    array.shape = (3, 1)  # so reshaping one changes no other
+    assert again.shape == (3,)
+    assert (await store.get(SET, "E", ["a"]))["a"].value.shape == (3,)  # type: ignore[union-attr]
     assert type(first["s"].value) is str
     first["x"] = first["a"]  # a caller changing its row does not change the store
     assert second["E"]["x"].value == 1.0
