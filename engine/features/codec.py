@@ -19,6 +19,8 @@ Reads decode thousands of values per step, so decoding is kept cheap: a float or
 one `struct` unpack, timestamps come from a small cache of datetimes (a step's values share a
 few), and `RowDecoder` decodes a row of scalars in a handful of C calls, falling back to
 `decode`, value by value, whenever anything is off (so problems are reported the same way).
+The memory backend skips the bytes altogether: `kept_value` makes, from a validated value, what
+decoding its encoding would return, and `encode_kept` gives the bytes back when they are wanted.
 """
 
 from __future__ import annotations
@@ -136,6 +138,36 @@ def encode(spec: FeatureField, value: Value, ts_us: int) -> bytes:
     if len(packed) + _U32.size >= len(raw):  # incompressible (e.g. noisy returns): keep it raw
         return _HEADER.pack(TAG_ARRAY_RAW, ts_us) + raw
     return _HEADER.pack(TAG_ARRAY_LZ4, ts_us) + _U32.pack(len(raw)) + packed
+
+
+def kept_value(spec: FeatureField, value: Value, ts: datetime) -> FeatureValue:
+    """What ``decode(spec, encode(spec, value, ts_us))`` returns, made without the bytes, for
+    an already validated value written at `ts` (`ts_of_us(ts_us)`): the memory backend keeps
+    values in this form, so reads need not decode them. Equal in type, dtype, shape, bits and
+    `ts`; an array is, like a decoded one, a read-only view of immutable bytes (its own copy,
+    so neither the writer nor any reader can change what the store holds)."""
+    kind = spec.type
+    if kind is FieldType.FLOAT_ARRAY:
+        raw = np.ascontiguousarray(value, dtype="<f8").tobytes()
+        return _new_tuple(FeatureValue, (np.frombuffer(raw, dtype="<f8"), ts, False))
+    if kind is FieldType.STR and type(value) is not str:
+        assert isinstance(value, str)
+        value = str.__str__(value)  # a subclass (a StrEnum member) decodes as a plain str
+    return _new_tuple(FeatureValue, (value, ts, False))
+
+
+_AS_STORED: Final = {
+    float: FeatureField("value", FieldType.FLOAT),
+    int: FeatureField("value", FieldType.INT),
+    str: FeatureField("value", FieldType.STR),
+    np.ndarray: FeatureField("value", FieldType.FLOAT_ARRAY),
+}
+
+
+def encode_kept(value: FeatureValue) -> bytes:
+    """The bytes `encode` gives for a value made by `kept_value` (whose Python type names its
+    field type): the sizes `tradeengine features` shows for a memory store."""
+    return encode(_AS_STORED[type(value.value)], value.value, ts_to_us(value.ts))
 
 
 def decode(spec: FeatureField, data: bytes, *, stale: bool = False) -> FeatureValue:
@@ -286,6 +318,8 @@ __all__ = [
     "RowDecoder",
     "decode",
     "encode",
+    "encode_kept",
+    "kept_value",
     "stored_ts_us",
     "ts_of_us",
     "ts_to_us",

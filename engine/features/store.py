@@ -11,6 +11,8 @@ Trade-offs made:
   queue them for the backend; `flush()` waits until everything queued is stored. Agents write an
   indicator per event and must not wait a network round trip for each; a stage that needs its
   own writes back from the server calls `flush()` first (the pipeline does, once per step).
+  A backend that holds no bytes (the memory one, `keeps_values`) is handed each value as
+  decoding its bytes would give it instead, so neither its writes nor its reads touch the codec.
 - The write queue is bounded. When the backend is unreachable it holds writes and retries with
   back-off; when it is full the oldest queued write is dropped, counted and logged.
 - Keys are ``<namespace>:fs:<set>:v<version>:<entity>``, one hash per entity with one field per
@@ -29,7 +31,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
 
 from engine.features.codec import (
     CorruptValueError,
@@ -37,8 +41,11 @@ from engine.features.codec import (
     decode,
     encode,
     encode_finite_float,
+    encode_kept,
     encode_str,
+    kept_value,
     stored_ts_us,
+    ts_of_us,
     ts_to_us,
     us_to_ts,
 )
@@ -191,8 +198,11 @@ class UnknownFeatureSetError(LookupError):
     """A feature set version that was never registered in this store."""
 
 
-@dataclass(frozen=True, slots=True)
-class PendingWrite:
+class PendingWrite(NamedTuple):
+    """One entity's encoded write, as queued for a backend. A named tuple rather than a frozen
+    dataclass: writers make one per entity per event, and a tuple is several times cheaper to
+    build (`_new_tuple` below skips even the named tuple's Python-level `__new__`)."""
+
     key: str
     fields: EncodedRow
     ttl_ms: int | None
@@ -201,10 +211,21 @@ class PendingWrite:
     backend that was away finally stores it."""
 
 
+KeptRow = dict[str, FeatureValue]
+"""One entity's values as a backend that keeps them decoded stores them (see `kept_value`)."""
+
+# Tuple construction without the named tuple's Python-level __new__ (same object, cheaper).
+_new_tuple = tuple.__new__
+
+
 class FeatureStore(AsyncService, ABC):
     """The async client (see the module docstring)."""
 
     backend: str = "abstract"
+    keeps_values: ClassVar[bool] = False
+    """The backend keeps values decoded, not as bytes (the memory backend): `put`/`put_many`
+    then hand `_write_kept` each value as decoding its bytes would give it (`kept_value`),
+    never encoding it, and `_read` returns `DecodedRow`s, never decoding."""
 
     def __init__(
         self,
@@ -264,7 +285,11 @@ class FeatureStore(AsyncService, ABC):
         decode_row = self._decode_row
         rows: dict[str, Row] = {}
         for entity in entities:
-            rows[entity] = decode_row(fs, entity, raw.get(entity), wanted)
+            found = raw.get(entity)
+            # A backend's ready row is handed on as it is (what `_decode_row` would do).
+            rows[entity] = (
+                found if type(found) is DecodedRow else decode_row(fs, entity, found, wanted)
+            )
         stats = self.stats
         stats.reads += 1
         stats.entities_read += len(entities)
@@ -288,7 +313,13 @@ class FeatureStore(AsyncService, ABC):
             self.write_observer(fs, entity, checked)
         ts_us = _ts_us(ts)
         field = fs.field
-        encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
+        kept: KeptRow | None = None
+        encoded: EncodedRow | None = None
+        if self.keeps_values:
+            stamp = ts_of_us(ts_us)
+            kept = {name: kept_value(field(name), v, stamp) for name, v in checked.items()}
+        else:
+            encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
         self.stats.writes += 1
         keys = self._keys
         # Keyed by identity (a FeatureSet's dataclass hash walks all its fields); the entry
@@ -298,8 +329,12 @@ class FeatureStore(AsyncService, ABC):
             known = keys[(id(fs), entity)] = (fs, entity_key(self.namespace, fs, entity))
         key = known[1]
         ttl_ms = self._ttl_ms(fs, ttl_s)
+        if kept is not None:
+            await self._write_kept(fs, [(key, kept)], ttl_ms)
+            return
+        assert encoded is not None
         queued_at = time.monotonic() if ttl_ms is not None else 0.0
-        await self._write([PendingWrite(key, encoded, ttl_ms, queued_at)])
+        await self._write([_new_tuple(PendingWrite, (key, encoded, ttl_ms, queued_at))])
 
     async def put_many(
         self,
@@ -312,50 +347,78 @@ class FeatureStore(AsyncService, ABC):
         ts_us = ts_to_us(ts)
         ttl_ms = self._ttl_ms(fs, ttl_s)
         queued_at = time.monotonic() if ttl_ms is not None else 0.0
+        keep = self.keeps_values
+        stamp = ts_of_us(ts_us)
         writes: list[PendingWrite] = []
+        kept_rows: list[tuple[str, KeptRow]] = []
         observer = self.write_observer
         field = fs.field
         keys = self._keys
         fs_id = id(fs)
         fast = fs.fast_fields
         inf = math.inf
+        pack_float = encode_finite_float
+        new_tuple = _new_tuple
         for entity, values in rows.items():
-            encoded: dict[str, bytes] | None = None
-            checked: Mapping[str, Any]
+            # Bytes, or values as `kept_value` makes them (a backend that `keeps_values`).
+            fields: dict[str, Any] | None = None
             if fast is not None and values:
-                # The common case of indicator and regime rows: finite floats and short strings
-                # of known fields. Anything else (an unknown name, NaN, a non-float, a string
-                # that might exceed its limit) takes the validating path.
-                encoded = {}
+                # The common case of indicator and regime rows: finite floats and short ASCII
+                # strings of known fields, stored without the validating path's per-value
+                # calls. Anything else (an unknown name, NaN, a non-float, a string that might
+                # exceed its limit or not encode) takes the validating path, which raises
+                # exactly what it always did.
+                fields = {}
                 for name, v in values.items():
                     limit = fast.get(name)
                     if limit is None:
-                        encoded = None
+                        fields = None
                         break
                     if limit < 0:
                         if type(v) is not float or not -inf < v < inf:
-                            encoded = None
+                            fields = None
                             break
-                        encoded[name] = encode_finite_float(v, ts_us)
-                    elif type(v) is str and len(v) <= limit:
-                        encoded[name] = encode_str(v, ts_us)
-                    else:
-                        encoded = None
+                    elif type(v) is not str or len(v) > limit or not v.isascii():
+                        fields = None
                         break
-            if encoded is None:
+                    if keep:
+                        fields[name] = new_tuple(FeatureValue, (v, stamp, False))
+                    elif limit < 0:
+                        fields[name] = pack_float(v, ts_us)
+                    else:
+                        fields[name] = encode_str(v, ts_us)
+            checked: Mapping[str, Any]
+            known = keys.get((fs_id, entity))  # see `put` for why keyed by identity
+            if fields is None:
                 checked = fs.validate(entity, values)
-                encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
+                if keep:
+                    # A validated float is kept as it is (`kept_value` would do just that).
+                    fields = {
+                        n: new_tuple(FeatureValue, (v, stamp, False))
+                        if type(v) is float
+                        else kept_value(field(n), v, stamp)
+                        for n, v in checked.items()
+                    }
+                else:
+                    fields = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
             else:
-                check_entity(fs, entity)
+                if known is None:  # an entity with a key was checked when the key was made
+                    check_entity(fs, entity)
                 checked = values
             if observer is not None:
                 observer(fs, entity, checked)
-            known = keys.get((fs_id, entity))  # see `put` for why keyed by identity
             if known is None or known[0] is not fs:
                 known = keys[(fs_id, entity)] = (fs, entity_key(self.namespace, fs, entity))
-            writes.append(PendingWrite(known[1], encoded, ttl_ms, queued_at))
-        self.stats.writes += len(writes)
-        await self._write(writes)
+            if keep:
+                kept_rows.append((known[1], fields))
+            else:
+                writes.append(new_tuple(PendingWrite, (known[1], fields, ttl_ms, queued_at)))
+        if keep:
+            self.stats.writes += len(kept_rows)
+            await self._write_kept(fs, kept_rows, ttl_ms)
+        else:
+            self.stats.writes += len(writes)
+            await self._write(writes)
 
     def _ttl_ms(self, fs: FeatureSet, ttl_s: float | None) -> int | None:
         ttl = ttl_s if ttl_s is not None else fs.default_ttl_s
@@ -406,6 +469,13 @@ class FeatureStore(AsyncService, ABC):
     @abstractmethod
     async def _write(self, writes: list[PendingWrite]) -> None:
         """Apply or queue encoded writes."""
+
+    async def _write_kept(
+        self, fs: FeatureSet, rows: list[tuple[str, KeptRow]], ttl_ms: int | None
+    ) -> None:
+        """Apply writes of (key, values) of `fs` for a backend that `keeps_values`; each row's
+        dict is the backend's to keep."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep values decoded")
 
     def _decode_row(
         self,
@@ -465,14 +535,22 @@ class FeatureStore(AsyncService, ABC):
 
 
 class MemoryFeatureStore(FeatureStore):
-    """The embedded backend: a dict of encoded hashes in this process.
+    """The embedded backend: a dict of hashes in this process.
 
-    Values are stored encoded (the same bytes Redis would hold), so both backends return equal
-    values, and corrupt-value handling is the same code. Expiry uses the monotonic clock, like
-    Redis' own: TTLs are operational, never event time.
+    Values are kept decoded (`keeps_values`): a write stores each value exactly as decoding the
+    bytes Redis would hold gives it back (`codec.kept_value`: same type, bits and timestamp; an
+    array is a read-only view of its own immutable copy), and a read hands out a new row of
+    those values without decoding anything. So both backends return equal values, and the
+    replay's hot path (every agent writes each step, the pipeline writes and reads arrays back)
+    neither encodes nor decodes. Nothing here needs the bytes but `list_sets`, which encodes to
+    measure them. Bytes found in a hash (put there behind the store's back, as the contract
+    tests do to corrupt a value) are decoded on every read by the shared code, so a corrupt
+    value is reported as on Redis. Expiry uses the monotonic clock, like Redis' own: TTLs are
+    operational, never event time.
     """
 
     backend = "memory"
+    keeps_values = True
 
     def __init__(
         self,
@@ -483,11 +561,15 @@ class MemoryFeatureStore(FeatureStore):
         **kwargs: Any,
     ) -> None:
         super().__init__(namespace=namespace, log=log, **kwargs)
-        self._data: dict[str, dict[str, bytes]] = {}
+        self._data: dict[str, dict[str, FeatureValue | bytes]] = {}
         self._expires: dict[str, float] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._active: dict[str, int] = {}
         self._clock = clock
+        self._prefixes: dict[int, tuple[FeatureSet, str]] = {}
+        self._writers: dict[str, FeatureSet | None] = {}
+        """Per key, the declaration its kept values were validated under (None: more than one
+        that differ). A read under another declaration must not trust them (see `_read`)."""
 
     async def start(self) -> None:
         return None
@@ -511,7 +593,8 @@ class MemoryFeatureStore(FeatureStore):
             newest: int | None = None
             size = 0
             for key in keys:
-                for data in self._data[key].values():
+                for value in self._data[key].values():
+                    data = encode_kept(value) if isinstance(value, FeatureValue) else value
                     size += len(data)
                     ts_us = stored_ts_us(data)
                     if ts_us is not None:
@@ -537,23 +620,65 @@ class MemoryFeatureStore(FeatureStore):
     async def active_version(self, name: str) -> int | None:
         return self._active.get(name)
 
-    def _live(self, key: str) -> dict[str, bytes] | None:
+    def _live(self, key: str) -> dict[str, FeatureValue | bytes] | None:
         if not self._expires:  # no TTL anywhere: the common case of a replay
             return self._data.get(key)
         deadline = self._expires.get(key)
         if deadline is not None and self._clock() >= deadline:
             self._data.pop(key, None)
             self._expires.pop(key, None)
+            self._writers.pop(key, None)
             return None
         return self._data.get(key)
 
     async def _read(
         self, fs: FeatureSet, entities: list[str], names: tuple[str, ...]
     ) -> dict[str, Mapping[str, bytes | FeatureValue] | None]:
-        prefix = set_prefix(self.namespace, fs)
-        return {entity: self._live(prefix + entity) for entity in entities}
+        known = self._prefixes.get(id(fs))  # keyed by identity, like `FeatureStore._keys`
+        if known is None or known[0] is not fs:
+            known = self._prefixes[id(fs)] = (fs, set_prefix(self.namespace, fs))
+        prefix = known[1]
+        live = self._live if self._expires else self._data.get
+        writers = self._writers
+        out: dict[str, Mapping[str, bytes | FeatureValue] | None] = {}
+        for entity in entities:
+            key = prefix + entity
+            stored = live(key)
+            if not stored:
+                out[entity] = None
+                continue
+            writer = writers.get(key)
+            if writer is not fs and (writer is None or writer != fs):
+                # Kept under another declaration of this set version (or bytes put there
+                # behind the store's back): their bytes, decoded under the reader's, so a
+                # value it does not accept is reported and missing, as on Redis.
+                out[entity] = {
+                    name: encode_kept(value) if isinstance(value, FeatureValue) else value
+                    for name, value in stored.items()
+                }
+                continue
+            # A new dict each read: the caller may keep or change it, the store's stays as is.
+            row = DecodedRow()
+            for name in names:
+                value = stored.get(name)
+                if value is not None:
+                    if value.__class__ is not FeatureValue:  # bytes: decoded by the caller
+                        break
+                    array = value.value
+                    if isinstance(array, np.ndarray):
+                        # Each read its own (read-only) view, as decoding gave: no reader can
+                        # reshape the array another reader, or the store, holds.
+                        value = _new_tuple(FeatureValue, (array.view(), value.ts, value.stale))
+                    row[name] = value
+            else:
+                out[entity] = row
+                continue
+            out[entity] = stored
+        return out
 
     async def _write(self, writes: list[PendingWrite]) -> None:
+        # Encoded writes (`put`/`put_many` send kept values, see `_write_kept`): stored as
+        # bytes, which reads decode.
         started = time.perf_counter()
         now = self._clock()
         for w in writes:
@@ -564,6 +689,31 @@ class MemoryFeatureStore(FeatureStore):
             if w.ttl_ms is not None:
                 self._expires[w.key] = now + w.ttl_ms / 1000
         self.stats.flushed += len(writes)
+        if self.write_latency is not None:
+            self.write_latency(time.perf_counter() - started)
+
+    async def _write_kept(
+        self, fs: FeatureSet, rows: list[tuple[str, KeptRow]], ttl_ms: int | None
+    ) -> None:
+        started = time.perf_counter()
+        now = self._clock()
+        data = self._data
+        expires = self._expires
+        writers = self._writers
+        live = self._live if expires else data.get
+        for key, values in rows:
+            current = live(key)
+            if current is None:
+                data[key] = values  # type: ignore[assignment]  # the store's own dict (above)
+                writers[key] = fs
+            else:
+                current.update(values)
+                writer = writers.get(key)
+                if writer is not fs and writer != fs:
+                    writers[key] = None  # declarations differ: see `_read`
+            if ttl_ms is not None:
+                expires[key] = now + ttl_ms / 1000
+        self.stats.flushed += len(rows)
         if self.write_latency is not None:
             self.write_latency(time.perf_counter() - started)
 
