@@ -29,13 +29,14 @@ validated model field by field and in JSON, and that every invalid input still r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
 from contracts import Horizon, Regime, Signal, Watermark
+from contracts.trading import Contribution, Opportunity, Quantile
 
 _INF: Final = math.inf
 # The fields a Signal built by `Agent.signal` reports as set: every field it passes
@@ -200,6 +201,160 @@ _WATERMARK_ASSEMBLABLE: Final = (
     == ["trace_id", "ts_event", "ts_init", "schema_version", "origin"]
 )
 
+
+class CheckedOpportunities:
+    """A blender's Opportunities: assembled when every field is provably valid, else None (the
+    blender then validates through the model). What is proven, and how:
+
+    - from validated Signals (the blender's inputs): the symbol, the trace ids, each
+      contribution's agent and confidence, the regime;
+    - checked here: the times (UTC datetimes), the horizon (an enum member), mu, sigma, var,
+      cvar and every contribution's weight, mu and sigma (exactly `float`, finite, sigma > 0,
+      var and cvar >= 0 or None), the quantile values (finite, not crossing - the model's own
+      after-validator);
+    - equal to those of an Opportunity this builder saw validated (`learn`): the blender
+      name, the model version and the quantile levels.
+    """
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: tuple[str, str, tuple[float, ...]] | None = None
+
+    def learn(self, opp: Opportunity) -> None:
+        """Record the names and quantile levels of an Opportunity that passed validation."""
+        self._known = (opp.blender, opp.model_version, tuple(q.level for q in opp.quantiles))
+
+    def build(
+        self,
+        *,
+        trace_id: str,
+        ts_event: datetime,
+        ts_init: datetime,
+        symbol: str,
+        horizon: Horizon,
+        mu: float,
+        sigma: float,
+        quantiles: Sequence[tuple[float, float]],
+        contributions: Sequence[tuple[Signal, float, float, float]],
+        regime: Regime,
+        var: float | None,
+        cvar: float | None,
+        blender: str,
+        model_version: str,
+    ) -> Opportunity | None:
+        """The Opportunity, or None when it cannot be proven valid here. `contributions` are
+        (signal, weight, mu, sigma) with the signal's mu and sigma as blended; `quantiles`
+        are (level, value)."""
+        known = self._known
+        if not (
+            _OPPORTUNITY_ASSEMBLABLE
+            and known is not None
+            and blender == known[0]
+            and model_version == known[1]
+            and type(horizon) is Horizon
+            and type(regime) is Regime
+            and type(mu) is float
+            and -_INF < mu < _INF
+            and type(sigma) is float
+            and 0.0 < sigma < _INF
+            and (var is None or (type(var) is float and 0.0 <= var < _INF))
+            and (cvar is None or (type(cvar) is float and 0.0 <= cvar < _INF))
+            and type(ts_event) is datetime
+            and ts_event.tzinfo is UTC
+            and type(ts_init) is datetime
+            and ts_init.tzinfo is UTC
+            and contributions
+            and len(quantiles) == len(known[2])
+        ):
+            return None
+        parts: list[Contribution] = []
+        for sig, weight, c_mu, c_sigma in contributions:
+            if not (
+                type(sig) is Signal
+                and type(weight) is float
+                and -_INF < weight < _INF
+                and type(c_mu) is float
+                and -_INF < c_mu < _INF
+                and type(c_sigma) is float
+                and 0.0 < c_sigma < _INF
+            ):
+                return None
+            parts.append(
+                _assemble(
+                    Contribution,
+                    {
+                        "agent": sig.agent,
+                        "weight": weight,
+                        "mu": c_mu,
+                        "sigma": c_sigma,
+                        "confidence": sig.confidence,
+                        "signal_trace_id": sig.trace_id,
+                    },
+                    _CONTRIBUTION_FIELDS_SET,
+                )
+            )
+        levels = known[2]
+        quants: list[Quantile] = []
+        previous = -_INF
+        for (level, value), known_level in zip(quantiles, levels, strict=True):
+            if not (level == known_level and type(value) is float and previous <= value < _INF):
+                return None
+            previous = value
+            quants.append(
+                _assemble(Quantile, {"level": known_level, "value": value}, _QUANTILE_SET)
+            )
+        fields = {
+            "trace_id": trace_id,
+            "ts_event": ts_event,
+            "ts_init": ts_init,
+            "schema_version": 1,
+            "symbol": symbol,
+            "horizon": horizon,
+            "mu": mu,
+            "sigma": sigma,
+            "quantiles": tuple(quants),
+            "contributions": tuple(parts),
+            "regime": regime,
+            "var": var,
+            "cvar": cvar,
+            "blender": known[0],
+            "model_version": known[1],
+        }
+        return _assemble(Opportunity, fields, _OPPORTUNITY_FIELDS_SET)
+
+
+_CONTRIBUTION_FIELDS_SET: Final = frozenset(Contribution.model_fields)
+_QUANTILE_SET: Final = frozenset(Quantile.model_fields)
+_OPPORTUNITY_FIELDS_SET: Final = frozenset(Opportunity.model_fields) - {"schema_version"}
+_OPPORTUNITY_ASSEMBLABLE: Final = (
+    all(
+        m.__pydantic_post_init__ is None and m.model_config.get("extra") == "forbid"
+        for m in (Opportunity, Contribution, Quantile)
+    )
+    and list(Contribution.model_fields)
+    == ["agent", "weight", "mu", "sigma", "confidence", "signal_trace_id"]
+    and list(Quantile.model_fields) == ["level", "value"]
+    and list(Opportunity.model_fields)
+    == [
+        "trace_id",
+        "ts_event",
+        "ts_init",
+        "schema_version",
+        "symbol",
+        "horizon",
+        "mu",
+        "sigma",
+        "quantiles",
+        "contributions",
+        "regime",
+        "var",
+        "cvar",
+        "blender",
+        "model_version",
+    ]
+)
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -213,4 +368,4 @@ def _assemble(cls: type[M], fields: dict[str, Any], fields_set: frozenset[str]) 
     return obj
 
 
-__all__ = ["CheckedSignals", "CheckedWatermarks"]
+__all__ = ["CheckedOpportunities", "CheckedSignals", "CheckedWatermarks"]

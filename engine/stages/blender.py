@@ -54,6 +54,7 @@ from contracts import (
     topics,
 )
 from engine.bus import MessageBus, OverflowPolicy, Subscription, SubscriptionClosed
+from engine.checked_contracts import CheckedOpportunities
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger
@@ -193,6 +194,7 @@ class _NormalBlender:
         self.quantile_levels = _check_levels(quantile_levels)
         self.cvar_alpha = _check_alpha(cvar_alpha)
         self._quantile_z = _quantile_table(self.quantile_levels)
+        self._checked = CheckedOpportunities()
 
     @property
     def model_version(self) -> str:
@@ -232,6 +234,26 @@ class _NormalBlender:
         now: datetime,
     ) -> Opportunity:
         var, cvar = normal_tail_risk(mu, sigma, self.cvar_alpha)
+        head = ordered[main]
+        quantiles = [(lv, mu + sigma * z) for lv, z in self._quantile_z]
+        opp = self._checked.build(
+            trace_id=head.trace_id,
+            ts_event=step,
+            ts_init=now,
+            symbol=symbol,
+            horizon=self.common_horizon,
+            mu=mu,
+            sigma=sigma,
+            quantiles=quantiles,
+            contributions=list(zip(ordered, weights, mus, sigmas, strict=True)),
+            regime=head.regime,
+            var=var,
+            cvar=cvar,
+            blender=self.name,
+            model_version=self.model_version,
+        )
+        if opp is not None:  # every field proven valid (engine.checked_contracts)
+            return opp
         # Nested parts as plain dicts: the Opportunity validates them in the same pass, which
         # costs about a third less than building each part as its own model first.
         contributions = [
@@ -245,8 +267,8 @@ class _NormalBlender:
             }
             for s, w, m, sig in zip(ordered, weights, mus, sigmas, strict=True)
         ]
-        return Opportunity(
-            trace_id=ordered[main].trace_id,
+        opp = Opportunity(
+            trace_id=head.trace_id,
             ts_event=step,
             ts_init=now,
             symbol=symbol,
@@ -254,14 +276,16 @@ class _NormalBlender:
             mu=mu,
             sigma=sigma,
             # Non-crossing by construction: sigma > 0 and the levels strictly increase.
-            quantiles=[{"level": lv, "value": mu + sigma * z} for lv, z in self._quantile_z],
+            quantiles=[{"level": lv, "value": v} for lv, v in quantiles],
             contributions=contributions,
-            regime=ordered[main].regime,
+            regime=head.regime,
             var=var,
             cvar=cvar,
             blender=self.name,
             model_version=self.model_version,
         )
+        self._checked.learn(opp)
+        return opp
 
 
 class PrecisionBlender(_NormalBlender):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from contracts import Horizon, Regime, Signal, Watermark
-from engine.checked_contracts import CheckedSignals, CheckedWatermarks
+from contracts import Horizon, Opportunity, Regime, Signal, Watermark
+from engine.checked_contracts import CheckedOpportunities, CheckedSignals, CheckedWatermarks
 
 TS = datetime(2001, 5, 4, 21, tzinfo=UTC)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -49,7 +49,7 @@ def _taught(agent: str = "momentum") -> CheckedSignals:
     return checked
 
 
-def _assert_same(fast: Signal, slow: Signal) -> None:
+def _assert_same(fast: BaseModel, slow: BaseModel) -> None:
     assert fast == slow
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.model_dump_json() == slow.model_dump_json()
@@ -212,3 +212,120 @@ def test_watermark_build_when_time_not_utc_then_validated_and_normalised() -> No
     # Assert
     assert wm.ts_event.tzinfo is UTC
     assert wm.ts_event == TS
+
+
+def _opportunity_inputs(**overrides: Any) -> dict[str, Any]:
+    signals = [
+        _validated("momentum", _kwargs()),
+        _validated("reversal", _kwargs(trace_id="1" * 32, mu=-0.01, confidence=0.0)),
+    ]
+    inputs: dict[str, Any] = {
+        "trace_id": TRACE,
+        "ts_event": TS,
+        "ts_init": TS + timedelta(seconds=1),
+        "symbol": "AAPL",
+        "horizon": Horizon("1m"),
+        "mu": 0.004,
+        "sigma": 0.06,
+        "quantiles": [(0.05, -0.0947), (0.5, 0.004), (0.95, 0.1027)],
+        "contributions": [(signals[0], 1.0, 0.01, 0.05), (signals[1], 0.0, -0.01, 0.05)],
+        "regime": Regime.CALM_UPTREND,
+        "var": 0.0947,
+        "cvar": 0.12,
+        "blender": "precision",
+        "model_version": "precision-1",
+    }
+    inputs.update(overrides)
+    return inputs
+
+
+def _validated_opportunity(inputs: dict[str, Any]) -> Opportunity:
+    return Opportunity(
+        **{k: v for k, v in inputs.items() if k not in ("quantiles", "contributions")},
+        quantiles=[{"level": lv, "value": v} for lv, v in inputs["quantiles"]],
+        contributions=[
+            {
+                "agent": s.agent,
+                "weight": w,
+                "mu": m,
+                "sigma": sig,
+                "confidence": s.confidence,
+                "signal_trace_id": s.trace_id,
+            }
+            for s, w, m, sig in inputs["contributions"]
+        ],
+    )
+
+
+def _taught_opportunities() -> CheckedOpportunities:
+    checked = CheckedOpportunities()
+    checked.learn(_validated_opportunity(_opportunity_inputs()))
+    return checked
+
+
+def test_opportunity_build_when_nothing_learned_then_declines() -> None:
+    # Arrange
+    checked = CheckedOpportunities()
+    # Act
+    result = checked.build(**_opportunity_inputs())
+    # Assert
+    assert result is None
+
+
+def test_opportunity_build_when_learned_then_equals_the_validated_opportunity() -> None:
+    # Arrange
+    checked = _taught_opportunities()
+    inputs = _opportunity_inputs(mu=-0.02, var=None, cvar=0.0)
+    # Act
+    fast = checked.build(**inputs)
+    # Assert
+    assert fast is not None
+    slow = _validated_opportunity(inputs)
+    _assert_same(fast, slow)
+    for fast_part, slow_part in zip(
+        fast.contributions + fast.quantiles, slow.contributions + slow.quantiles, strict=True
+    ):
+        assert fast_part.model_fields_set == slow_part.model_fields_set
+        assert list(fast_part.__dict__) == list(slow_part.__dict__)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"mu": math.nan},
+        {"sigma": 0.0},
+        {"var": -0.1},
+        {"cvar": math.inf},
+        {"blender": "other"},
+        {"model_version": "precision-2"},
+        {"quantiles": [(0.05, 0.2), (0.5, 0.004), (0.95, 0.1027)]},  # crossing
+        {"quantiles": [(0.1, -0.0947), (0.5, 0.004), (0.95, 0.1027)]},  # other levels
+        {"quantiles": [(0.5, 0.004), (0.95, 0.1027)]},
+        {"contributions": []},
+        {"horizon": "1m"},
+        {"ts_event": datetime(2001, 5, 4, 21)},
+    ],
+)
+def test_opportunity_build_when_not_provably_valid_then_declines(
+    override: dict[str, Any],
+) -> None:
+    # Arrange
+    checked = _taught_opportunities()
+    # Act
+    result = checked.build(**_opportunity_inputs(**override))
+    # Assert
+    assert result is None
+
+
+@pytest.mark.parametrize("field", ["weight", "mu", "sigma"])
+def test_opportunity_build_when_a_contribution_value_invalid_then_declines(field: str) -> None:
+    # Arrange
+    checked = _taught_opportunities()
+    sig, weight, mu, sigma = _opportunity_inputs()["contributions"][0]
+    bad = {"weight": (sig, math.nan, mu, sigma), "mu": (sig, weight, 1, sigma)}.get(
+        field, (sig, weight, mu, 0.0)
+    )
+    # Act
+    result = checked.build(**_opportunity_inputs(contributions=[bad]))
+    # Assert
+    assert result is None
