@@ -39,44 +39,32 @@ from contracts import Horizon, Regime, Signal, Watermark
 from contracts.trading import Contribution, Opportunity, Quantile
 
 _INF: Final = math.inf
+_SIGNAL_FIELDS: Final = (
+    "trace_id",
+    "ts_event",
+    "ts_init",
+    "schema_version",
+    "agent",
+    "symbol",
+    "mu",
+    "sigma",
+    "horizon",
+    "confidence",
+    "regime",
+    "features",
+)
+"""The Signal's fields in declaration order, the order `build` fills its `__dict__` in."""
 # The fields a Signal built by `Agent.signal` reports as set: every field it passes
 # (`schema_version` keeps its default).
-_FIELDS_SET: Final = frozenset(
-    (
-        "trace_id",
-        "ts_event",
-        "ts_init",
-        "agent",
-        "symbol",
-        "mu",
-        "sigma",
-        "horizon",
-        "confidence",
-        "regime",
-        "features",
-    )
-)
+_FIELDS_SET: Final = frozenset(_SIGNAL_FIELDS) - {"schema_version"}
 _object_setattr = object.__setattr__
-# Assembling the object by hand is only equivalent while the model has no post-init hook and
-# forbids extras; otherwise every Signal takes the validating path.
+# Assembling the object by hand is only equivalent while the model has no post-init hook,
+# forbids extras and declares exactly these fields; otherwise every Signal takes the validating
+# path.
 _ASSEMBLABLE: Final = (
     Signal.__pydantic_post_init__ is None
     and Signal.model_config.get("extra") == "forbid"
-    and list(Signal.model_fields)
-    == [
-        "trace_id",
-        "ts_event",
-        "ts_init",
-        "schema_version",
-        "agent",
-        "symbol",
-        "mu",
-        "sigma",
-        "horizon",
-        "confidence",
-        "regime",
-        "features",
-    ]
+    and tuple(Signal.model_fields) == _SIGNAL_FIELDS
 )
 
 

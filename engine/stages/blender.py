@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from statistics import NormalDist
-from typing import Protocol
+from typing import Any, Protocol
 
 from config.models import BlenderConfig, RiskConfig
 from contracts import (
@@ -236,21 +236,24 @@ class _NormalBlender:
         var, cvar = normal_tail_risk(mu, sigma, self.cvar_alpha)
         head = ordered[main]
         quantiles = [(lv, mu + sigma * z) for lv, z in self._quantile_z]
+        common: dict[str, Any] = {
+            "trace_id": head.trace_id,
+            "ts_event": step,
+            "ts_init": now,
+            "symbol": symbol,
+            "horizon": self.common_horizon,
+            "mu": mu,
+            "sigma": sigma,
+            "regime": head.regime,
+            "var": var,
+            "cvar": cvar,
+            "blender": self.name,
+            "model_version": self.model_version,
+        }
         opp = self._checked.build(
-            trace_id=head.trace_id,
-            ts_event=step,
-            ts_init=now,
-            symbol=symbol,
-            horizon=self.common_horizon,
-            mu=mu,
-            sigma=sigma,
+            **common,
             quantiles=quantiles,
             contributions=list(zip(ordered, weights, mus, sigmas, strict=True)),
-            regime=head.regime,
-            var=var,
-            cvar=cvar,
-            blender=self.name,
-            model_version=self.model_version,
         )
         if opp is not None:  # every field proven valid (engine.checked_contracts)
             return opp
@@ -268,21 +271,10 @@ class _NormalBlender:
             for s, w, m, sig in zip(ordered, weights, mus, sigmas, strict=True)
         ]
         opp = Opportunity(
-            trace_id=head.trace_id,
-            ts_event=step,
-            ts_init=now,
-            symbol=symbol,
-            horizon=self.common_horizon,
-            mu=mu,
-            sigma=sigma,
+            **common,
             # Non-crossing by construction: sigma > 0 and the levels strictly increase.
             quantiles=[{"level": lv, "value": v} for lv, v in quantiles],
             contributions=contributions,
-            regime=head.regime,
-            var=var,
-            cvar=cvar,
-            blender=self.name,
-            model_version=self.model_version,
         )
         self._checked.learn(opp)
         return opp
