@@ -16,6 +16,10 @@ are the store's own CPU cost, without an event loop. Each figure is the best of 
 timings of ``--number`` calls, in microseconds per call (best-of: the machine is noisy, and the
 minimum is the figure least disturbed by other processes).
 
+Ceiling, measured in the same run: the same calls on a bare dict of dicts (``raw_dict_us``:
+rows merged with ``dict.update``, reads by key lookups; no validation, keys, timestamps or
+observer), the least any in-process store could do; ``over_raw`` is the store's multiple of it.
+
     .venv/bin/python benchmarks/bench_store_hotpath.py [--number 2000] [--repeat 7]
 """
 
@@ -140,12 +144,54 @@ def main() -> None:
         "regime_get_many": regime_get,
         "step": step,
     }
+    raw: dict[str, dict[str, dict[str, object]]] = {}
+
+    def raw_put(table: str, rows: dict[str, dict[str, object]]) -> None:
+        hashes = raw.setdefault(table, {})
+        for entity, values in rows.items():
+            hashes.setdefault(entity, {}).update(values)
+
+    def raw_get(table: str, entities: list[str], names: tuple[str, ...]) -> None:
+        hashes = raw[table]
+        {e: {n: hashes[e][n] for n in names if n in hashes[e]} for e in entities}
+
+    def raw_step() -> None:
+        raw_put("regime", regime_rows)
+        for _ in range(10):
+            raw_put("agent", agent_batch)
+        raw_put("market", market_rows())
+        raw_get("market", wanted, ("returns", "vol_20d"))
+        raw_get("regime", labels_of, ("label",))
+        raw_get("regime", labels_of, ("label",))
+
+    raw_step()
+    ceilings: dict[str, Callable[[], None]] = {
+        "agent_put_many": lambda: raw_put("agent", agent_batch),
+        "regime_put_many": lambda: raw_put("regime", regime_rows),
+        "market_put_many": lambda: raw_put("market", market_rows()),
+        "market_get_many": lambda: raw_get("market", wanted, ("returns", "vol_20d")),
+        "regime_get_many": lambda: raw_get("regime", labels_of, ("label",)),
+        "step": raw_step,
+    }
     out: dict[str, float] = {}
+    raw_us: dict[str, float] = {}
     for name, fn in cases.items():
         number = max(1, args.number // 10) if name == "step" else args.number
-        best = min(timeit.repeat(fn, number=number, repeat=args.repeat))
-        out[name] = round(best / number * 1e6, 2)
-    print(json.dumps({"us_per_call": out, "number": args.number, "repeat": args.repeat}))
+        for table, f in ((out, fn), (raw_us, ceilings[name])):  # alternated: same conditions
+            best = min(timeit.repeat(f, number=number, repeat=args.repeat))
+            table[name] = round(best / number * 1e6, 2)
+    over = {name: round(out[name] / raw_us[name], 1) for name in out}
+    print(
+        json.dumps(
+            {
+                "us_per_call": out,
+                "raw_dict_us": raw_us,
+                "over_raw": over,
+                "number": args.number,
+                "repeat": args.repeat,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
