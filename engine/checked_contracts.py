@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from contracts import Horizon, Regime, Signal, Watermark
+from contracts import Bar, BarInterval, Horizon, Regime, Signal, Watermark
 from contracts.trading import Contribution, Opportunity, Quantile
 
 _INF: Final = math.inf
@@ -343,6 +343,93 @@ _OPPORTUNITY_ASSEMBLABLE: Final = (
     ]
 )
 
+
+class CheckedBars:
+    """Close-only bars of a replay source: the first bar of every (symbol, currency) is
+    validated; later ones are assembled when the close is a finite float > 0, the interval an
+    enum member and the times UTC datetimes (the trace id comes from the source's id
+    generator, which makes valid ids). The replay makes one per symbol and step."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def close_bar(
+        self,
+        trace_id: str,
+        ts_event: datetime,
+        ts_init: datetime,
+        symbol: str,
+        interval: BarInterval | None,
+        close: float,
+        currency: str,
+    ) -> Bar:
+        if (
+            _BAR_ASSEMBLABLE
+            and type(symbol) is str
+            and type(currency) is str
+            and (symbol, currency) in self._seen
+            and type(close) is float
+            and 0.0 < close < _INF
+            and type(interval) is BarInterval
+            and type(ts_event) is datetime
+            and ts_event.tzinfo is UTC
+            and type(ts_init) is datetime
+            and ts_init.tzinfo is UTC
+            and type(trace_id) is str
+        ):
+            fields = {
+                "trace_id": trace_id,
+                "ts_event": ts_event,
+                "ts_init": ts_init,
+                "schema_version": 1,
+                "symbol": symbol,
+                "interval": interval,
+                "open": None,
+                "high": None,
+                "low": None,
+                "close": close,
+                "volume": None,
+                "currency": currency,
+            }
+            return _assemble(Bar, fields, _BAR_FIELDS_SET)
+        bar = Bar(
+            trace_id=trace_id,
+            ts_event=ts_event,
+            ts_init=ts_init,
+            symbol=symbol,
+            interval=interval,
+            close=close,
+            currency=currency,
+        )
+        self._seen.add((symbol, currency))
+        return bar
+
+
+_BAR_FIELDS_SET: Final = frozenset(
+    ("trace_id", "ts_event", "ts_init", "symbol", "interval", "close", "currency")
+)
+_BAR_ASSEMBLABLE: Final = (
+    Bar.__pydantic_post_init__ is None
+    and Bar.model_config.get("extra") == "forbid"
+    and tuple(Bar.model_fields)
+    == (
+        "trace_id",
+        "ts_event",
+        "ts_init",
+        "schema_version",
+        "symbol",
+        "interval",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "currency",
+    )
+)
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -356,4 +443,4 @@ def _assemble(cls: type[M], fields: dict[str, Any], fields_set: frozenset[str]) 
     return obj
 
 
-__all__ = ["CheckedOpportunities", "CheckedSignals", "CheckedWatermarks"]
+__all__ = ["CheckedBars", "CheckedOpportunities", "CheckedSignals", "CheckedWatermarks"]

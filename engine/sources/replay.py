@@ -80,6 +80,7 @@ from contracts.enums import BarInterval
 from contracts.ids import IdGenerator
 from contracts.market import Bar, MacroObservation, Watermark
 from engine.bus import MessageBus
+from engine.checked_contracts import CheckedBars
 from engine.clock import ReplayClock
 from engine.data import bundled_path
 from engine.telemetry.tracing import ChainTracer
@@ -174,6 +175,7 @@ class LoadedSource:
     """One `ReplaySourceConfig`, parsed and validated; ready to be replayed by `ReplayFeed`."""
 
     __slots__ = (
+        "_close_bars",
         "_fields",
         "_ohlcv",
         "_stamps",
@@ -222,6 +224,7 @@ class LoadedSource:
         self._topics = [make_topic(symbol) for symbol in symbols]
         self._watermark_topic = topics.source_watermark(name)
         self._ohlcv = kind == "bars" and len(fields) > 1
+        self._close_bars = CheckedBars()
 
     @property
     def n_steps(self) -> int:
@@ -281,18 +284,11 @@ class LoadedSource:
         currency = self.currency
         closes = self._fields["close"][k].tolist()
         if not self._ohlcv:
+            close_bar = self._close_bars.close_bar  # validates each symbol's first bar only
             for j, close in enumerate(closes):
                 if close != close:
                     continue
-                bar = Bar(
-                    trace_id=trace_id(),
-                    ts_event=ts,
-                    ts_init=now,
-                    symbol=names[j],
-                    interval=interval,
-                    close=close,
-                    currency=currency,
-                )
+                bar = close_bar(trace_id(), ts, now, names[j], interval, close, currency)
                 append((topic_of[j], bar))
                 count += 1
             return count

@@ -12,8 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from contracts import Horizon, Opportunity, Regime, Signal, Watermark
-from engine.checked_contracts import CheckedOpportunities, CheckedSignals, CheckedWatermarks
+from contracts import Bar, BarInterval, Horizon, Opportunity, Regime, Signal, Watermark
+from engine.checked_contracts import (
+    CheckedBars,
+    CheckedOpportunities,
+    CheckedSignals,
+    CheckedWatermarks,
+)
 
 TS = datetime(2001, 5, 4, 21, tzinfo=UTC)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -329,3 +334,61 @@ def test_opportunity_build_when_a_contribution_value_invalid_then_declines(field
     result = checked.build(**_opportunity_inputs(contributions=[bad]))
     # Assert
     assert result is None
+
+
+def _close_bar_kwargs(**overrides: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "trace_id": TRACE,
+        "ts_event": TS,
+        "ts_init": TS,
+        "symbol": "AAPL",
+        "interval": BarInterval.D1,
+        "close": 101.5,
+        "currency": "USD",
+    }
+    kw.update(overrides)
+    return kw
+
+
+def test_close_bar_when_symbol_seen_then_equals_the_validated_bar() -> None:
+    # Arrange
+    checked = CheckedBars()
+    checked.close_bar(**_close_bar_kwargs())
+    kw = _close_bar_kwargs(ts_event=TS + timedelta(days=1), close=99.25)
+    # Act
+    fast = checked.close_bar(**kw)
+    # Assert
+    _assert_same(fast, Bar(**kw))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"close": 0.0},
+        {"close": -1.0},
+        {"close": math.nan},
+        {"close": math.inf},
+        {"currency": "usd"},
+        {"symbol": "not a symbol"},
+    ],
+)
+def test_close_bar_when_invalid_then_validation_error_as_before(override: dict[str, Any]) -> None:
+    # Arrange
+    checked = CheckedBars()
+    checked.close_bar(**_close_bar_kwargs())
+    # Act / Assert
+    with pytest.raises(ValidationError):
+        checked.close_bar(**_close_bar_kwargs(**override))
+
+
+def test_close_bar_when_time_not_utc_then_validated_and_normalised() -> None:
+    # Arrange
+    checked = CheckedBars()
+    checked.close_bar(**_close_bar_kwargs())
+    # Act
+    bar = checked.close_bar(
+        **_close_bar_kwargs(ts_event=TS.astimezone(timezone(timedelta(hours=-5))))
+    )
+    # Assert
+    assert bar.ts_event.tzinfo is UTC
+    assert bar.ts_event == TS
