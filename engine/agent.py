@@ -189,11 +189,13 @@ class Agent(Generic[P]):
         now = self._context.clock.now()
         trace_id = current.trace_id if current is not None else self._context.ids.trace_id()
         ts_event = current.ts_event if current is not None else now
-        sig = self._checked.build(
-            trace_id, ts_event, now, symbol, mu, sigma, horizon, confidence, regime, features
-        )
-        if sig is None:  # not provably valid by the cheap checks: the contract decides
-            try:
+        try:
+            # One copy, made once: the caller's mapping (or one-shot iterable) is read once.
+            copied = dict(features) if features is not None else None
+            sig = self._checked.build(
+                trace_id, ts_event, now, symbol, mu, sigma, horizon, confidence, regime, copied
+            )
+            if sig is None:  # not provably valid by the cheap checks: the contract decides
                 sig = Signal(
                     trace_id=trace_id,
                     ts_event=ts_event,
@@ -205,13 +207,13 @@ class Agent(Generic[P]):
                     horizon=horizon,
                     confidence=confidence,
                     regime=regime,
-                    features=dict(features) if features is not None else None,
+                    features=copied,
                 )
-            except (ValidationError, ValueError) as exc:
-                raise InvalidSignalError(
-                    f"agent {self._name!r} emitted an invalid signal for {symbol!r}: {exc}"
-                ) from exc
-            self._checked.learn(sig)
+                self._checked.learn(sig)
+        except (ValidationError, ValueError) as exc:
+            raise InvalidSignalError(
+                f"agent {self._name!r} emitted an invalid signal for {symbol!r}: {exc}"
+            ) from exc
         self._outbox.append(sig)
         return sig
 

@@ -158,7 +158,8 @@ class SymbolState:
         if vol.count < self._min_obs:
             return None
         std = vol.std
-        return std if std > self._floor else self._floor
+        floor = self._floor
+        return floor if floor > std else std  # max(std, floor), NaN included
 
 
 def _finite(x: float | tuple[float, ...]) -> bool:

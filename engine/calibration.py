@@ -87,6 +87,7 @@ side (params, per-symbol state, emission rules) is `engine.calibrated`.
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -425,11 +426,9 @@ class _Model:
 def _predict(fit: Fit, xs: tuple[float, ...]) -> float:
     if len(xs) == 1:
         return fit.alpha + fit.betas[0] * xs[0]
-    # The loop adds in the order (and from the int 0) `sum` does, without a generator.
-    acc: float = 0
-    for b, v in zip(fit.betas, xs):  # noqa: B905  (both length k)
-        acc += b * v
-    return fit.alpha + acc
+    # `sum` itself (its float summation differs between Python versions), without a generator.
+    products: map[float] = map(operator.mul, fit.betas, xs)
+    return fit.alpha + sum(products)
 
 
 def _confidence(wald: float, k: int, n_eff: float, confidence_n: float) -> float:

@@ -1,35 +1,51 @@
-"""Building the agent runtime's own messages without paying full contract validation each time.
+"""Building the engine's most frequent messages without paying full contract validation each time.
 
-Why this module exists: agents emit about half a million Signals in the default replay, and
-pydantic validation of a Signal (patterns of the ids, symbol and feature names, three Python
-timestamp and id validators) was ~6 us each - several seconds of a replay, for values that are
-almost always of a shape the engine has already seen validated. `CheckedSignals.build` makes a
-Signal directly when cheap checks *prove* the contract holds, and returns None otherwise, so
-that the caller validates through the model as before (and raises `InvalidSignalError`).
-`CheckedWatermarks` does the same for the watermark every agent forwards at every step.
+Why this module exists: the default replay makes ~570k Signals, ~160k Opportunities (with
+~570k contributions), ~170k Bars and ~80k agent Watermarks. Pydantic validation of each (id,
+symbol and name patterns, Python validators of timestamps and ids, nested parts) took ~3-13 us,
+several seconds of a ~90 s replay, for values that almost always have a shape the engine has
+already seen validated. Each builder here makes the object directly when cheap checks *prove*
+the contract holds, and otherwise validates through the model as before (the Signal builder
+returns None and `Agent.signal` validates, raising `InvalidSignalError` as it always did):
 
-What "prove" means here, field by field:
-- `agent`, `symbol` and every feature name: equal to a value that already passed the model's
-  pattern in a Signal of this agent (`learn` records them after each full validation), so the
-  first signal of every symbol and every new feature name still goes through pydantic.
-- `mu`, `sigma`, `confidence` and feature values: exactly `float` (strict: no int, bool or
-  numpy scalar takes this path) and finite, sigma > 0, confidence in [0, 1].
-- `horizon`, `regime`: already members of their enums (a plugin passing "1m" gets validated).
-- `ts_event`, `ts_init`: `datetime` objects whose tzinfo is `datetime.UTC`, which is what the
-  model's validator returns them as unchanged.
-- `trace_id`: a `str`. `Agent.signal` takes it from the event being handled, a contract that
-  was validated when it was made, or from the agent's id generator, which makes valid ids; so
-  the pattern is not matched again here.
+- `CheckedSignals` (`Agent.signal`), `CheckedWatermarks` (an agent's step watermark, in
+  `engine.supervisor`), `CheckedOpportunities` (the blender), `CheckedBars` (close-only bars
+  of a replay source).
+
+What "prove" means, field by field:
+- names (`agent`, `symbol`, feature names, `origin`, `currency`, the blender name and model
+  version, the quantile levels): equal to a value that already passed the model in an object
+  of this builder (learned after a full validation), so the first of each still validates;
+- numbers: exactly `float` (strict: no int, bool or numpy scalar takes this path), finite,
+  and within the field's bounds (sigma > 0, confidence in [0, 1], var >= 0, close > 0, ...);
+- enums: already members (a plugin passing "1m" gets validated and coerced);
+- times: `datetime` objects whose tzinfo is `datetime.UTC`, which the model's validator would
+  return unchanged;
+- trace ids: 32 lowercase hex characters, not all zero (the `TraceId` pattern and validator);
+- nested values taken from validated contracts (a contribution's agent, confidence and signal
+  trace id come from a `Signal`), and Opportunity's own rule (quantile levels increase, values
+  do not cross) re-checked.
 
 The object is then assembled exactly as `BaseModel.model_construct` does (same `__dict__` in
-field order, same set of fields set, no extra or private state); tests check it equals the
-validated model field by field and in JSON, and that every invalid input still raises.
+field order, same fields set, no extra or private state). Tests check it equals the validated
+model field by field, in JSON and in its fields set, and that invalid inputs still raise.
+
+Trade-off and guard: the checks restate the contracts' rules, so they could drift from them.
+Each model's fingerprint (a digest of its JSON Schema - every constraint pydantic can express -
+and the names of its own validators) is pinned here; a contract that changes turns its builder
+off, so every message validates again, and a test fails until the builder is re-checked and
+the pin updated. The Python functions behind annotated types (UTC normalisation, the all-zero
+id rule) are not in the fingerprint; the builders re-check what they enforce explicitly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Mapping, Sequence
+import re
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -39,6 +55,58 @@ from contracts import Bar, BarInterval, Horizon, Regime, Signal, Watermark
 from contracts.trading import Contribution, Opportunity, Quantile
 
 _INF: Final = math.inf
+_MAX: Final = sys.float_info.max
+_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
+_ZERO_TRACE_ID: Final = "0" * 32
+
+
+def _valid_trace_id(value: object) -> bool:
+    """The contracts' TraceId: 32 lowercase hex characters, not all zero (~0.1 us)."""
+    return type(value) is str and value != _ZERO_TRACE_ID and _TRACE_ID.fullmatch(value) is not None
+
+
+# What each builder was written against: a digest of the model's JSON Schema (every constraint
+# pydantic can express: types, patterns, bounds, lengths, enums, defaults) and the names of the
+# model's own validators. A contract that changes turns its builder off (every message then
+# validates) until the builder is re-checked and the pin updated; a test fails meanwhile.
+_PINNED: Final = {
+    "Signal": ("2dc4bd4d7b94b93c", ()),
+    "Watermark": ("f350d3dfdd15cc6b", ()),
+    "Bar": ("e4f8308640eb5f9c", ("_check_range",)),
+    "Opportunity": ("f66fc505ce628711", ("_quantiles_sorted_and_not_crossing",)),
+    "Contribution": ("9a2ec572e6377401", ()),
+    "Quantile": ("dce46d67e7145e63", ()),
+}
+
+
+def fingerprint(model: type[BaseModel]) -> tuple[str, tuple[str, ...]]:
+    """(JSON Schema digest, sorted names of the model's validators), as pinned in `_PINNED`."""
+    schema = json.dumps(model.model_json_schema(), sort_keys=True).encode()
+    decorators = model.__pydantic_decorators__
+    names = sorted(
+        [
+            *decorators.validators,
+            *decorators.field_validators,
+            *decorators.root_validators,
+            *decorators.model_validators,
+            *decorators.field_serializers,
+            *decorators.model_serializers,
+            *decorators.computed_fields,
+        ]
+    )
+    return hashlib.sha256(schema).hexdigest()[:16], tuple(names)
+
+
+def _unchanged(model: type[BaseModel]) -> bool:
+    """The model is the one its builder was written for, and assembling it by hand is what
+    `model_construct` does (no post-init hook, extras forbidden)."""
+    return (
+        model.__pydantic_post_init__ is None
+        and model.model_config.get("extra") == "forbid"
+        and _PINNED.get(model.__name__) == fingerprint(model)
+    )
+
+
 _SIGNAL_FIELDS: Final = (
     "trace_id",
     "ts_event",
@@ -61,11 +129,7 @@ _object_setattr = object.__setattr__
 # Assembling the object by hand is only equivalent while the model has no post-init hook,
 # forbids extras and declares exactly these fields; otherwise every Signal takes the validating
 # path.
-_ASSEMBLABLE: Final = (
-    Signal.__pydantic_post_init__ is None
-    and Signal.model_config.get("extra") == "forbid"
-    and tuple(Signal.model_fields) == _SIGNAL_FIELDS
-)
+_ASSEMBLABLE: Final = _unchanged(Signal) and tuple(Signal.model_fields) == _SIGNAL_FIELDS
 
 
 class CheckedSignals:
@@ -96,9 +160,10 @@ class CheckedSignals:
         horizon: Horizon | str,
         confidence: float,
         regime: Regime | str,
-        features: Mapping[str, float] | None,
+        features: dict[str, float] | None,
     ) -> Signal | None:
-        """The Signal, or None when these checks cannot prove it valid (see the module)."""
+        """The Signal, or None when these checks cannot prove it valid (see the module).
+        `features` is a dict the Signal may keep (the caller's own copy)."""
         if not (
             _ASSEMBLABLE
             and type(symbol) is str
@@ -115,14 +180,12 @@ class CheckedSignals:
             and ts_event.tzinfo is UTC
             and type(ts_init) is datetime
             and ts_init.tzinfo is UTC
-            and type(trace_id) is str
+            and _valid_trace_id(trace_id)
         ):
             return None
-        copied: dict[str, float] | None = None
         if features is not None:
             names = self._feature_names
-            copied = dict(features)
-            for name, value in copied.items():
+            for name, value in features.items():
                 if not (
                     type(name) is str
                     and name in names
@@ -142,7 +205,7 @@ class CheckedSignals:
             "horizon": horizon,
             "confidence": confidence,
             "regime": regime,
-            "features": copied,
+            "features": features,
         }
         return _assemble(Signal, fields, _FIELDS_SET)
 
@@ -162,7 +225,7 @@ class CheckedWatermarks:
         if (
             self._validated
             and _WATERMARK_ASSEMBLABLE
-            and type(trace_id) is str
+            and _valid_trace_id(trace_id)
             and type(ts_event) is datetime
             and ts_event.tzinfo is UTC
             and type(ts_init) is datetime
@@ -182,11 +245,12 @@ class CheckedWatermarks:
 
 
 _WATERMARK_FIELDS_SET: Final = frozenset(("trace_id", "ts_event", "ts_init", "origin"))
-_WATERMARK_ASSEMBLABLE: Final = (
-    Watermark.__pydantic_post_init__ is None
-    and Watermark.model_config.get("extra") == "forbid"
-    and list(Watermark.model_fields)
-    == ["trace_id", "ts_event", "ts_init", "schema_version", "origin"]
+_WATERMARK_ASSEMBLABLE: Final = _unchanged(Watermark) and tuple(Watermark.model_fields) == (
+    "trace_id",
+    "ts_event",
+    "ts_init",
+    "schema_version",
+    "origin",
 )
 
 
@@ -238,6 +302,7 @@ class CheckedOpportunities:
         if not (
             _OPPORTUNITY_ASSEMBLABLE
             and known is not None
+            and _valid_trace_id(trace_id)
             and blender == known[0]
             and model_version == known[1]
             and type(horizon) is Horizon
@@ -284,7 +349,7 @@ class CheckedOpportunities:
             )
         levels = known[2]
         quants: list[Quantile] = []
-        previous = -_INF
+        previous = -_MAX  # finite: a quantile of -inf must be declined too
         for (level, value), known_level in zip(quantiles, levels, strict=True):
             if not (level == known_level and type(value) is float and previous <= value < _INF):
                 return None
@@ -316,10 +381,7 @@ _CONTRIBUTION_FIELDS_SET: Final = frozenset(Contribution.model_fields)
 _QUANTILE_SET: Final = frozenset(Quantile.model_fields)
 _OPPORTUNITY_FIELDS_SET: Final = frozenset(Opportunity.model_fields) - {"schema_version"}
 _OPPORTUNITY_ASSEMBLABLE: Final = (
-    all(
-        m.__pydantic_post_init__ is None and m.model_config.get("extra") == "forbid"
-        for m in (Opportunity, Contribution, Quantile)
-    )
+    all(_unchanged(m) for m in (Opportunity, Contribution, Quantile))
     and list(Contribution.model_fields)
     == ["agent", "weight", "mu", "sigma", "confidence", "signal_trace_id"]
     and list(Quantile.model_fields) == ["level", "value"]
@@ -377,7 +439,7 @@ class CheckedBars:
             and ts_event.tzinfo is UTC
             and type(ts_init) is datetime
             and ts_init.tzinfo is UTC
-            and type(trace_id) is str
+            and _valid_trace_id(trace_id)
         ):
             fields = {
                 "trace_id": trace_id,
@@ -410,24 +472,19 @@ class CheckedBars:
 _BAR_FIELDS_SET: Final = frozenset(
     ("trace_id", "ts_event", "ts_init", "symbol", "interval", "close", "currency")
 )
-_BAR_ASSEMBLABLE: Final = (
-    Bar.__pydantic_post_init__ is None
-    and Bar.model_config.get("extra") == "forbid"
-    and tuple(Bar.model_fields)
-    == (
-        "trace_id",
-        "ts_event",
-        "ts_init",
-        "schema_version",
-        "symbol",
-        "interval",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "currency",
-    )
+_BAR_ASSEMBLABLE: Final = _unchanged(Bar) and tuple(Bar.model_fields) == (
+    "trace_id",
+    "ts_event",
+    "ts_init",
+    "schema_version",
+    "symbol",
+    "interval",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "currency",
 )
 
 M = TypeVar("M", bound=BaseModel)

@@ -13,10 +13,12 @@ less to walk).
 
 Trade-offs: the settings are process-wide, so they are applied by the process owner (the CLI's
 `run`, the replay benchmark), not by `Engine` itself, which tests and embedding applications
-construct many times in one process; and they are restored (and the frozen objects unfrozen)
-when the run ends. Garbage made of frozen objects is only reclaimed after that - a bounded cost
-here, since the frozen heap is the run's own working set. Nothing about the decisions depends
-on when the collector runs.
+construct many times in one process; the threshold is restored when the run ends, and the heap
+unfrozen if this block froze it (an already frozen heap is left as it was). The figures are
+CPython 3.11's three-generation collector; 3.14's incremental collector reads the thresholds
+differently, so they are worth measuring again there. Garbage made of frozen objects is only
+reclaimed after the block - a bounded cost here, since the frozen heap is the run's own working
+set. Nothing about the decisions depends on when the collector runs.
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ def run_gc_policy(young_threshold: int = DEFAULT_YOUNG_THRESHOLD) -> Iterator[No
     if young_threshold < 1:
         raise ValueError(f"young_threshold must be >= 1, got {young_threshold}")
     previous = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(young_threshold, previous[1], previous[2])
+    # Only the freeze this block made is undone: a heap someone else froze (an enclosing use,
+    # an application that embeds the engine) stays frozen, so a nested use changes nothing.
+    freezes = gc.get_freeze_count() == 0
     try:
+        gc.set_threshold(young_threshold, previous[1], previous[2])
+        if freezes:
+            gc.freeze()
         yield
     finally:
         gc.set_threshold(*previous)
-        gc.unfreeze()
+        if freezes:
+            gc.unfreeze()
 
 
 __all__ = ["DEFAULT_YOUNG_THRESHOLD", "run_gc_policy"]

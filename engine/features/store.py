@@ -30,7 +30,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -49,7 +49,13 @@ from engine.features.codec import (
     ts_to_us,
     us_to_ts,
 )
-from engine.features.schema import FeatureField, FeatureSet, FeatureValue, check_entity
+from engine.features.schema import (
+    FeatureError,
+    FeatureField,
+    FeatureSet,
+    FeatureValue,
+    check_entity,
+)
 from engine.lifecycle import AsyncService
 from engine.telemetry.logging import Logger, get_logger
 
@@ -218,6 +224,19 @@ KeptRow = dict[str, FeatureValue]
 _new_tuple = tuple.__new__
 
 
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _kept_stamp(ts_us: int) -> datetime:
+    """The timestamp of kept values: what decoding their bytes would give. An event time that
+    is outside datetime's range once in UTC (e.g. 0001-01-01T00:00+05:00) cannot be kept, so
+    its write is refused here, rather than stored and later read back as corrupt."""
+    try:
+        return ts_of_us(ts_us)
+    except CorruptValueError:
+        raise FeatureError(f"event time out of range in UTC ({ts_us} us since 1970)") from None
+
+
 class FeatureStore(AsyncService, ABC):
     """The async client (see the module docstring)."""
 
@@ -225,7 +244,8 @@ class FeatureStore(AsyncService, ABC):
     keeps_values: ClassVar[bool] = False
     """The backend keeps values decoded, not as bytes (the memory backend): `put`/`put_many`
     then hand `_write_kept` each value as decoding its bytes would give it (`kept_value`),
-    never encoding it, and `_read` returns `DecodedRow`s, never decoding."""
+    never encoding it, and `_read` returns the values of a row written under the reader's own
+    declaration as a `DecodedRow` (nothing decoded); anything else goes through the decoder."""
 
     def __init__(
         self,
@@ -316,7 +336,7 @@ class FeatureStore(AsyncService, ABC):
         kept: KeptRow | None = None
         encoded: EncodedRow | None = None
         if self.keeps_values:
-            stamp = ts_of_us(ts_us)
+            stamp = _kept_stamp(ts_us)
             kept = {name: kept_value(field(name), v, stamp) for name, v in checked.items()}
         else:
             encoded = {name: encode(field(name), v, ts_us) for name, v in checked.items()}
@@ -348,7 +368,7 @@ class FeatureStore(AsyncService, ABC):
         ttl_ms = self._ttl_ms(fs, ttl_s)
         queued_at = time.monotonic() if ttl_ms is not None else 0.0
         keep = self.keeps_values
-        stamp = ts_of_us(ts_us)
+        stamp = _kept_stamp(ts_us) if keep else _EPOCH_UTC  # the latter unused: bytes carry ts
         writes: list[PendingWrite] = []
         kept_rows: list[tuple[str, KeptRow]] = []
         observer = self.write_observer
@@ -534,6 +554,15 @@ class FeatureStore(AsyncService, ABC):
             self._on_state(state, reason)
 
 
+def _for_reader(value: FeatureValue) -> FeatureValue:
+    """A kept value as one read hands it out: an array as its own (read-only) view, as decoding
+    gave, so no reader can reshape the array another reader, or the store, holds."""
+    array = value.value
+    if isinstance(array, np.ndarray):
+        return _new_tuple(FeatureValue, (array.view(), value.ts, value.stale))
+    return value
+
+
 class MemoryFeatureStore(FeatureStore):
     """The embedded backend: a dict of hashes in this process.
 
@@ -542,10 +571,12 @@ class MemoryFeatureStore(FeatureStore):
     array is a read-only view of its own immutable copy), and a read hands out a new row of
     those values without decoding anything. So both backends return equal values, and the
     replay's hot path (every agent writes each step, the pipeline writes and reads arrays back)
-    neither encodes nor decodes. Nothing here needs the bytes but `list_sets`, which encodes to
-    measure them. Bytes found in a hash (put there behind the store's back, as the contract
-    tests do to corrupt a value) are decoded on every read by the shared code, so a corrupt
-    value is reported as on Redis. Expiry uses the monotonic clock, like Redis' own: TTLs are
+    neither encodes nor decodes. Bytes are made only where they matter: `list_sets` measures
+    them, and a read under another declaration of the set version gets the values' bytes
+    decoded under its own, so what it does not accept is reported and missing, as on Redis.
+    Bytes found in a hash (put there behind the store's back, as the contract tests do to
+    corrupt a value) are decoded on every read by the shared code, so a corrupt value is
+    reported as on Redis. Expiry uses the monotonic clock, like Redis' own: TTLs are
     operational, never event time.
     """
 
@@ -664,16 +695,15 @@ class MemoryFeatureStore(FeatureStore):
                 if value is not None:
                     if value.__class__ is not FeatureValue:  # bytes: decoded by the caller
                         break
-                    array = value.value
-                    if isinstance(array, np.ndarray):
-                        # Each read its own (read-only) view, as decoding gave: no reader can
-                        # reshape the array another reader, or the store, holds.
-                        value = _new_tuple(FeatureValue, (array.view(), value.ts, value.stale))
-                    row[name] = value
+                    row[name] = _for_reader(value)
             else:
                 out[entity] = row
                 continue
-            out[entity] = stored
+            # Bytes among the values (written behind the store's back): the shared code decodes
+            # them, and the kept values still go out as they would alone.
+            out[entity] = {
+                n: _for_reader(v) if v.__class__ is FeatureValue else v for n, v in stored.items()
+            }
         return out
 
     async def _write(self, writes: list[PendingWrite]) -> None:

@@ -209,7 +209,7 @@ class _NormalBlender:
         target = self.common_horizon
         mus: list[float] = []
         sigmas: list[float] = []
-        for s in ordered:
+        for s in ordered:  # `scale_to_horizon` per signal, without a tuple per signal
             factors = _scale_factors(s.horizon, target)
             if factors is None:
                 mus.append(s.mu)
@@ -564,7 +564,8 @@ class BlenderStage(AsyncService):
                     await self.handle(topic, message)
 
     async def handle(self, topic: str, message: object) -> None:
-        """Process one delivery (the task calls this; tests may too)."""
+        """Process one delivery (tests may call it; the stage's task handles Signals itself,
+        without this coroutine, and calls it for everything else)."""
         if isinstance(message, Signal):
             self._on_signal(message)
             return

@@ -309,7 +309,7 @@ class PenaltySelector:
         # The greedy rounds run on Python floats: a slate has ~20 candidates and <= top_k
         # rounds, where a numpy call per operation costs more than the arithmetic. The same
         # IEEE operations in the same order as the vector form (score * (1 - lam * worst), or
-        # score - lam * worst; max() agrees with np.maximum on these NaN-free values).
+        # score - lam * worst; the running maximum follows np.maximum, NaN included).
         # worst[i]: largest positive position-correlation of candidate i with a chosen name.
         k = len(cands)
         worst = [0.0] * k
@@ -339,7 +339,7 @@ class PenaltySelector:
             available[best] = False
             remaining -= 1
             row = penalty_rows[best].tolist()
-            worst = [max(w, r) for w, r in zip(worst, row, strict=True)]
+            worst = [w if w >= r or w != w else r for w, r in zip(worst, row, strict=True)]
         return chosen
 
 

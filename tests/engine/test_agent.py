@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel
 
-from contracts import Bar, IdGenerator, MacroObservation, topics
+from contracts import Bar, Horizon, IdGenerator, MacroObservation, topics
 from engine.agent import Agent, AgentContext, InvalidSignalError, NoParams
 from engine.clock import ReplayClock
 from engine.telemetry.logging import get_logger
@@ -115,3 +115,37 @@ def test_params_when_validated_then_frozen_model_instance() -> None:
     # Act / Assert
     assert isinstance(agent.params, BaseModel)
     assert agent.params.sigma == 0.5
+
+
+def test_signal_when_features_malformed_for_a_known_symbol_then_invalid_signal_error() -> None:
+    # Arrange: a first, valid signal teaches the fast path the symbol
+    agent = EchoAgent("echo", EchoParams(), _context())
+    agent.signal("AAPL", mu=0.01, sigma=0.05, horizon="1m", confidence=0.5)
+    # Act / Assert
+    with pytest.raises(InvalidSignalError, match=r"'echo'.*'AAPL'"):
+        agent.signal(
+            "AAPL",
+            mu=0.01,
+            sigma=0.05,
+            horizon=Horizon("1m"),
+            confidence=0.5,
+            features=[("x", 1.0, 2.0)],  # type: ignore[arg-type]
+        )
+
+
+def test_signal_when_features_is_a_one_shot_iterable_then_every_feature_kept() -> None:
+    # Arrange
+    agent = EchoAgent("echo", EchoParams(), _context())
+    agent.signal("AAPL", mu=0.01, sigma=0.05, horizon="1m", confidence=0.5, features={"x": 1.0})
+    pairs = iter([("x", 1.0), ("new_name", 2.0)])
+    # Act
+    sig = agent.signal(
+        "AAPL",
+        mu=0.01,
+        sigma=0.05,
+        horizon=Horizon("1m"),
+        confidence=0.5,
+        features=pairs,  # type: ignore[arg-type]
+    )
+    # Assert
+    assert sig.features == {"x": 1.0, "new_name": 2.0}

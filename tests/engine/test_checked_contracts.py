@@ -1,4 +1,4 @@
-"""`CheckedSignals` / `CheckedWatermarks`: the cheap path builds exactly the validated model."""
+"""The checked builders: the cheap path builds exactly the validated model, or declines."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from contracts import Bar, BarInterval, Horizon, Opportunity, Regime, Signal, Watermark
+from contracts.trading import Contribution, Quantile
 from engine.checked_contracts import (
     CheckedBars,
     CheckedOpportunities,
     CheckedSignals,
     CheckedWatermarks,
+    _unchanged,
+    fingerprint,
 )
 
 TS = datetime(2001, 5, 4, 21, tzinfo=UTC)
@@ -119,6 +122,9 @@ def test_build_when_features_none_then_equals_the_validated_signal() -> None:
         {"regime": "calm_uptrend"},
         {"ts_event": datetime(2001, 5, 4, 21)},  # naive
         {"ts_init": datetime(2001, 5, 4, 23, tzinfo=timezone(timedelta(hours=2)))},
+        {"trace_id": "0" * 32},
+        {"trace_id": TRACE.upper()},
+        {"trace_id": TRACE[:-1]},
         {"features": {"score": math.nan}},
         {"features": {"score": 1}},
         {"features": {"score": True}},
@@ -304,6 +310,9 @@ def test_opportunity_build_when_learned_then_equals_the_validated_opportunity() 
         {"blender": "other"},
         {"model_version": "precision-2"},
         {"quantiles": [(0.05, 0.2), (0.5, 0.004), (0.95, 0.1027)]},  # crossing
+        {"quantiles": [(0.05, -math.inf), (0.5, 0.004), (0.95, 0.1027)]},
+        {"quantiles": [(0.05, -0.0947), (0.5, 0.004), (0.95, math.inf)]},
+        {"trace_id": "0" * 32},
         {"quantiles": [(0.1, -0.0947), (0.5, 0.004), (0.95, 0.1027)]},  # other levels
         {"quantiles": [(0.5, 0.004), (0.95, 0.1027)]},
         {"contributions": []},
@@ -392,3 +401,16 @@ def test_close_bar_when_time_not_utc_then_validated_and_normalised() -> None:
     # Assert
     assert bar.ts_event.tzinfo is UTC
     assert bar.ts_event == TS
+
+
+@pytest.mark.parametrize(
+    "model", [Signal, Watermark, Bar, Opportunity, Contribution, Quantile], ids=lambda m: m.__name__
+)
+def test_fingerprint_when_contract_is_the_one_pinned_then_its_builder_is_on(
+    model: type[BaseModel],
+) -> None:
+    # Arrange / Act
+    on = _unchanged(model)
+    # Assert: a failure means the contract changed - re-check its builder in
+    # engine/checked_contracts.py against the new rules, then update `_PINNED`.
+    assert on, f"{model.__name__} changed: fingerprint is now {fingerprint(model)}"

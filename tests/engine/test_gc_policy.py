@@ -47,3 +47,26 @@ def test_run_gc_policy_when_threshold_not_positive_then_value_error() -> None:
     # Arrange / Act / Assert
     with pytest.raises(ValueError, match="young_threshold"), run_gc_policy(young_threshold=0):
         pass
+
+
+def test_run_gc_policy_when_nested_then_inner_exit_keeps_outer_freeze() -> None:
+    # Arrange / Act
+    with run_gc_policy():
+        outer = gc.get_freeze_count()
+        with run_gc_policy():
+            pass
+        after_inner = gc.get_freeze_count()
+    # Assert
+    assert after_inner == outer > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_run_gc_policy_when_threshold_rejected_then_nothing_left_frozen() -> None:
+    # Arrange
+    before = gc.get_threshold()
+    # Act
+    with pytest.raises(OverflowError), run_gc_policy(young_threshold=2**63):
+        pass
+    # Assert
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +22,7 @@ from engine.features.codec import (
     ts_of_us,
     ts_to_us,
 )
-from engine.features.schema import FeatureValue
+from engine.features.schema import FeatureError, FeatureValue
 from engine.features.store import MemoryFeatureStore, entity_key
 
 TS = datetime(2024, 3, 1, 14, 30, 15, 123456, tzinfo=UTC)
@@ -185,3 +185,32 @@ async def test_memory_get_when_read_under_another_declaration_then_checked_like_
     assert read["z"].value == 2.0
     assert store.stats.corrupt == 2
     assert list(equal) == ["x", "y", "z"]
+
+
+async def test_memory_get_when_row_also_holds_raw_bytes_then_arrays_still_not_shared() -> None:
+    # Arrange: a kept array, and a value put as bytes behind the store's back
+    store = MemoryFeatureStore(namespace="t")
+    await store.put_many(SET, {"E": {"a": np.array([1.0, 2.0]), "x": 1.0}}, TS)
+    store._data[entity_key("t", SET, "E")]["n"] = encode(SET.field("n"), 7, ts_to_us(TS))
+    # Act
+    first = await store.get(SET, "E")
+    second = await store.get(SET, "E")
+    # Assert
+    assert first["n"].value == 7
+    array = first["a"].value
+    assert isinstance(array, np.ndarray)
+    assert array is not second["a"].value
+    array.shape = (2, 1)
+    assert second["a"].value.shape == (2,)  # type: ignore[union-attr]
+
+
+async def test_memory_put_when_event_time_out_of_range_in_utc_then_feature_error() -> None:
+    # Arrange
+    store = MemoryFeatureStore(namespace="t")
+    year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+    # Act / Assert
+    with pytest.raises(FeatureError, match="out of range"):
+        await store.put_many(SET, {"E": {"x": 1.0}}, year_one)
+    with pytest.raises(FeatureError, match="out of range"):
+        await store.put(SET, "E", {"x": 1.0}, year_one)
+    assert store.keys() == []
