@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import json
 import statistics
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _loop import loop_factory as event_loop_factory
 
 from engine.bus import MessageBus, OverflowPolicy, Subscription
 
@@ -254,16 +255,7 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     args = parser.parse_args()
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    loop_name = "asyncio"
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {importlib.metadata.version('uvloop')}"
+    loop_factory, loop_name = event_loop_factory(args.no_uvloop)
 
     params = (args.subscribers, args.capacity, args.symbols, args.batch)
     results: dict[str, Any] = {}

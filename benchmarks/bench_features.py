@@ -59,6 +59,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _loop import loop_factory as event_loop_factory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -455,16 +457,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("error", "json")
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    loop_name = "asyncio"
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {importlib.metadata.version('uvloop')}"
+    loop_factory, loop_name = event_loop_factory(args.no_uvloop)
 
     started = time.monotonic()
     with asyncio.Runner(loop_factory=loop_factory) as runner:

@@ -72,6 +72,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from _loop import loop_factory as event_loop_factory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -1258,16 +1260,7 @@ def main() -> None:
     # start (idempotence "auto" then falls back, as designed). Nothing else is silenced.
     logging.getLogger("aiokafka.producer.sender").setLevel(logging.CRITICAL)
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    loop_name = "asyncio"
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {importlib.metadata.version('uvloop')}"
+    loop_factory, loop_name = event_loop_factory(args.no_uvloop)
 
     started = time.monotonic()
     with asyncio.Runner(loop_factory=loop_factory) as runner:

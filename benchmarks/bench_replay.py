@@ -28,6 +28,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from _loop import loop_factory as event_loop_factory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -175,16 +177,7 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
     configure_logging("warning", "json")
-    loop_name = "asyncio"
-    runner_factory: Any = None
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            runner_factory = uvloop.new_event_loop
-            loop_name = "uvloop"
+    runner_factory, loop_name = event_loop_factory(args.no_uvloop)
     report: dict[str, Any] = {"loop": loop_name, "python": sys.version.split()[0]}
     with asyncio.Runner(loop_factory=runner_factory) as runner:
         report["ceiling_feed_only"] = runner.run(_feed_only(args.start, args.end))

@@ -51,7 +51,7 @@ from engine.stages.blender import BlenderStage, blend_policy_from_config
 from engine.stages.risk import RiskStage
 from engine.stages.selector import ReturnHistory, selection_policy_from_config
 from engine.summary import RunSummary, baseline_from_prices, performance
-from engine.supervisor import AgentRunner, AgentSupervisor, MailboxSpec, SupervisionPolicy
+from engine.supervisor import AgentRunner, AgentSupervisor
 from engine.telemetry.health import ComponentState
 from engine.telemetry.logging import Logger, get_logger
 from engine.telemetry.metrics import LatencyHistogram
@@ -704,19 +704,15 @@ class Engine(AsyncService):
         for agent, loaded in zip(agents, loaded_agents, strict=True):
             agent_cfg = loaded.config
             runners.append(
-                AgentRunner(
+                AgentRunner.from_config(
                     agent,
+                    agent_cfg,
+                    supervisor=cfg.supervisor,
+                    default_policy=cfg.bus.default_policy,
+                    sources=source_names,
                     bus=self.bus,
                     clock=self.clock,
                     ids=self.ids_for(f"{agent_cfg.name}.runtime"),
-                    log=get_logger("supervisor"),
-                    policy=SupervisionPolicy.from_config(cfg.supervisor, agent_cfg),
-                    mailbox=MailboxSpec(
-                        capacity=agent_cfg.mailbox_capacity,
-                        policy=agent_cfg.mailbox_policy or cfg.bus.default_policy,
-                    ),
-                    patterns=agent_cfg.subscriptions,
-                    expected_sources=source_names,
                     handler_latency=self._observed(
                         self.telemetry.metrics.agent_handler.labels(agent_cfg.name)
                     ),

@@ -48,7 +48,7 @@ from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.checked_contracts import CheckedWatermarks
 from engine.clock import Clock
 from engine.lifecycle import AsyncService
-from engine.telemetry.logging import Logger
+from engine.telemetry.logging import Logger, get_logger
 from engine.telemetry.observe import LatencyObserver
 from engine.telemetry.tracing import ChainTracer
 
@@ -122,6 +122,43 @@ def _conflation_key(topic: str, message: object) -> Hashable:
 
 class AgentRunner:
     """Supervises one agent. Created and driven by :class:`AgentSupervisor`."""
+
+    @classmethod
+    def from_config(
+        cls,
+        agent: Agent[Any],
+        agent_cfg: AgentConfig,
+        *,
+        supervisor: SupervisorConfig,
+        default_policy: OverflowPolicy,
+        sources: Sequence[str],
+        bus: MessageBus,
+        clock: Clock,
+        ids: IdGenerator,
+        handler_latency: LatencyObserver | None = None,
+        chain: ChainTracer | None = None,
+        on_state: StateListener | None = None,
+    ) -> Self:
+        """The runner of `agent` as its config says: supervision policy, mailbox (the bus'
+        `default_policy` unless the agent sets one), subscriptions, and the `sources` whose
+        watermarks make a step (the engine and the remote-agent host build runners alike)."""
+        return cls(
+            agent,
+            bus=bus,
+            clock=clock,
+            ids=ids,
+            log=get_logger("supervisor"),
+            policy=SupervisionPolicy.from_config(supervisor, agent_cfg),
+            mailbox=MailboxSpec(
+                capacity=agent_cfg.mailbox_capacity,
+                policy=agent_cfg.mailbox_policy or default_policy,
+            ),
+            patterns=agent_cfg.subscriptions,
+            expected_sources=sources,
+            handler_latency=handler_latency,
+            chain=chain,
+            on_state=on_state,
+        )
 
     def __init__(
         self,

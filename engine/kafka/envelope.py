@@ -371,28 +371,17 @@ def encode(
     message_id_header = (H_MESSAGE_ID, message_id.encode())
     traceparent_header = (H_TRACEPARENT, f"00-{trace_id}-{span_id}-01".encode())
     bus_topic_header = (H_BUS_TOPIC, bus_topic.encode())
-    headers: tuple[tuple[str, bytes], ...]
-    if run_id is None:
-        headers = (
-            type_header,
-            version_header,
-            content_header,
-            message_id_header,
-            producer_header,
-            traceparent_header,
-            bus_topic_header,
-        )
-    else:
-        headers = (
-            type_header,
-            version_header,
-            content_header,
-            message_id_header,
-            producer_header,
-            traceparent_header,
-            bus_topic_header,
-            (H_RUN_ID, run_id.encode()),
-        )
+    headers: tuple[tuple[str, bytes], ...] = (
+        type_header,
+        version_header,
+        content_header,
+        message_id_header,
+        producer_header,
+        traceparent_header,
+        bus_topic_header,
+    )
+    if run_id is not None:
+        headers += ((H_RUN_ID, run_id.encode()),)
     envelope: Envelope = _new_envelope(Envelope)
     _set_topic(envelope, kafka_topic)
     _set_key(envelope, message_key(message))

@@ -58,7 +58,7 @@ from engine.kafka.ingress import IngressRoute
 from engine.lifecycle import AsyncService
 from engine.loader import LoadedAgent, instantiate, load_agents
 from engine.regime import RegimeReader, RegimeService
-from engine.supervisor import AgentRunner, AgentSupervisor, MailboxSpec, SupervisionPolicy
+from engine.supervisor import AgentRunner, AgentSupervisor
 from engine.telemetry.logging import Logger, get_logger
 from engine.telemetry.tracing import ChainTracer
 
@@ -242,22 +242,16 @@ class _Session:
         loaded = host.loaded
         (agent,) = instantiate([loaded], context_for)
         agent_cfg = loaded.config
-        runner = AgentRunner(
+        runner = AgentRunner.from_config(
             agent,
+            agent_cfg,
+            supervisor=cfg.supervisor,
+            default_policy=cfg.bus.default_policy,
+            sources=[s.name for s in cfg.sources],
             bus=host.bus,
             clock=self.clock,
             ids=derive_ids(seed, f"{agent_cfg.name}.runtime"),
-            log=get_logger("supervisor"),
-            policy=SupervisionPolicy.from_config(cfg.supervisor, agent_cfg),
-            mailbox=MailboxSpec(
-                capacity=agent_cfg.mailbox_capacity,
-                policy=agent_cfg.mailbox_policy or cfg.bus.default_policy,
-            ),
-            patterns=agent_cfg.subscriptions,
-            expected_sources=[s.name for s in cfg.sources],
-            handler_latency=None,
             chain=ChainTracer.disabled(),
-            on_state=None,
         )
         self.supervisor = AgentSupervisor(
             [runner], clock=self.clock, log=get_logger("supervisor"), on_crash=host.crashed
