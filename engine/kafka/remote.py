@@ -42,25 +42,18 @@ from contracts import (
     AgentStatus,
     Contract,
     RunControl,
-    Signal,
     Watermark,
     topics,
 )
-from engine.agent import AgentContext
-from engine.app import REPLAY_EPOCH, derive_ids
+from engine.agent_host import SOURCE_WATERMARK_PREFIX, AgentHostSession, agent_output_check
+from engine.app import derive_ids
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
-from engine.clock import ReplayClock
-from engine.features.admin import build_store
-from engine.features.store import FeatureStore
 from engine.kafka.bridge import KafkaBridge, spool_path
 from engine.kafka.egress import EgressRoute
 from engine.kafka.ingress import IngressRoute
 from engine.lifecycle import AsyncService
-from engine.loader import LoadedAgent, instantiate, load_agents
-from engine.regime import RegimeReader, RegimeService
-from engine.supervisor import AgentRunner, AgentSupervisor
+from engine.loader import LoadedAgent, load_agents
 from engine.telemetry.logging import Logger, get_logger
-from engine.telemetry.tracing import ChainTracer
 
 FEED_PATTERNS = (
     topics.run_control(),
@@ -75,30 +68,9 @@ FEED_TYPES = frozenset({"RunControl", "Bar", "MacroObservation", "SocialPost", "
 REMOTE_OUTPUT_TYPES = frozenset({"Signal", "Watermark", "AgentStatus"})
 """What the engine accepts from remote agents."""
 
-_SOURCE_WATERMARK_PREFIX = topics.ALL_SOURCE_WATERMARKS[:-1]
 
-
-def remote_output_check(agents: Sequence[str]) -> Callable[[str, Contract], str | None]:
-    """The engine's rule for the agents topic: only its remote agents, only their own topics."""
-    allowed = frozenset(agents)
-
-    def check(bus_topic: str, message: Contract) -> str | None:
-        if isinstance(message, Signal | AgentStatus):
-            name = message.agent
-        elif isinstance(message, Watermark):
-            name = message.origin
-            if bus_topic != topics.agent_watermark(name):
-                return f"a remote agent may only send agent watermarks, not {bus_topic!r}"
-        else:  # pragma: no cover - the route's type allowlist excludes the rest
-            return f"{type(message).__name__} is not accepted from remote agents"
-        if name not in allowed:
-            return (
-                f"agent {name!r} is not a remote agent of this engine "
-                f"(remote: {', '.join(sorted(allowed)) or 'none'})"
-            )
-        return None
-
-    return check
+remote_output_check = agent_output_check
+"""The engine's rule for the agents topic: only its remote agents, only their own topics."""
 
 
 class RemoteAgentWatchdog:
@@ -171,7 +143,7 @@ class RemoteAgentWatchdog:
             now = loop.time()
             for topic, message in batch:
                 if isinstance(message, Watermark):
-                    if topic.startswith(_SOURCE_WATERMARK_PREFIX):
+                    if topic.startswith(SOURCE_WATERMARK_PREFIX):
                         if newest_source is None or message.ts_event > newest_source:
                             newest_source = message.ts_event
                     else:
@@ -201,82 +173,14 @@ class RemoteAgentError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-class _Session:
-    """One run of the agent: everything that must start fresh when a new run starts."""
+class _Session(AgentHostSession):
+    """One run of the agent (see `engine.agent_host`), under the run id it joined."""
 
     def __init__(self, host: RemoteAgentHost, run_id: str) -> None:
+        super().__init__(
+            host.config, [host.loaded], bus=host.bus, log=host.log, on_crash=host.crashed
+        )
         self.run_id = run_id
-        self._host = host
-        cfg = host.config
-        self.clock = ReplayClock(REPLAY_EPOCH)
-        self.features: FeatureStore = build_store(cfg.feature_store)
-        self.regimes: RegimeService | None = None
-        self.reader: RegimeReader | None = None
-        self._sources = len(cfg.sources)
-        self._step: list[tuple[str, object]] = []
-        self._marks = 0
-        self.steps = 0
-        self.supervisor: AgentSupervisor | None = None
-
-    async def start(self) -> None:
-        host = self._host
-        cfg = host.config
-        await self.features.start()
-        if cfg.regime.enabled:
-            self.regimes = RegimeService(
-                cfg.regime, self.features, host.log.bind(subsystem="regime")
-            )
-            await self.regimes.start()
-            self.reader = RegimeReader(self.features)
-        seed = cfg.engine.seed
-
-        def context_for(name: str) -> AgentContext:
-            return AgentContext(
-                clock=self.clock,
-                log=get_logger("agent"),
-                ids=derive_ids(seed, name),
-                features=self.features,
-                regimes=self.reader,
-            )
-
-        loaded = host.loaded
-        (agent,) = instantiate([loaded], context_for)
-        agent_cfg = loaded.config
-        runner = AgentRunner.from_config(
-            agent,
-            agent_cfg,
-            supervisor=cfg.supervisor,
-            default_policy=cfg.bus.default_policy,
-            sources=[s.name for s in cfg.sources],
-            bus=host.bus,
-            clock=self.clock,
-            ids=derive_ids(seed, f"{agent_cfg.name}.runtime"),
-            chain=ChainTracer.disabled(),
-        )
-        self.supervisor = AgentSupervisor(
-            [runner], clock=self.clock, log=get_logger("supervisor"), on_crash=host.crashed
-        )
-        await self.supervisor.start()
-
-    async def feed(self, topic: str, message: object) -> None:
-        """Collect a step; publish it whole once every source's watermark is in."""
-        self._step.append((topic, message))
-        if isinstance(message, Watermark) and topic.startswith(_SOURCE_WATERMARK_PREFIX):
-            self._marks += 1
-            if self._marks >= self._sources:
-                batch, self._step, self._marks = self._step, [], 0
-                ts = message.ts_event
-                if self.regimes is not None:
-                    await self.regimes.observe_batch(ts, batch)
-                if ts > self.clock.now():
-                    self.clock.advance_to(ts)
-                await self._host.bus.publish_batch(batch)
-                self.steps += 1
-
-    async def stop(self) -> None:
-        if self.supervisor is not None:
-            await self.supervisor.stop()
-        await self.features.stop()
 
 
 class RemoteAgentHost(AsyncService):
