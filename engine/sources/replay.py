@@ -65,11 +65,12 @@ import io
 import math
 import re
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -1129,6 +1130,13 @@ def _trace_source_events(
             )
 
 
+class _BuiltStep(NamedTuple):
+    ts: datetime
+    batch: list[tuple[str, object]]
+    bars: int
+    macro: int
+
+
 class ReplayFeed:
     """Publishes loaded sources in event-time order on the bus, driving the replay clock."""
 
@@ -1145,9 +1153,16 @@ class ReplayFeed:
         before_publish: (
             Callable[[datetime, Sequence[tuple[str, object]]], Awaitable[None]] | None
         ) = None,
+        prefetch: Callable[[datetime, Sequence[tuple[str, object]]], Awaitable[None]] | None = None,
+        lookahead: int = 0,
     ) -> None:
         """`before_publish(ts, batch)` sees each step's events before anyone on the bus does
-        (the engine's regime model labels the step's bars there)."""
+        (the engine's regime model labels the step's bars there). `prefetch(ts, batch)` gets
+        each step's batch up to `lookahead` steps before it is published (the engine's agent
+        workers compute ahead with it): the steps are built in order either way, so their
+        ids, and so every message, are the same."""
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
         if speed is not None and not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a finite number > 0 or None, got {speed}")
         seen: set[str] = set()
@@ -1162,6 +1177,8 @@ class ReplayFeed:
         self._speed = speed
         self._step_done = step_done
         self._before_publish = before_publish
+        self._prefetch = prefetch
+        self._lookahead = lookahead
         self._chain = chain if chain is not None and chain.recording else None
         self._timeline: list[datetime] = sorted(
             set().union(*(source._stamps for source in self._sources))
@@ -1181,40 +1198,27 @@ class ReplayFeed:
     def last_ts(self) -> datetime | None:
         return self._timeline[-1] if self._timeline else None
 
-    async def run(self, on_step: Callable[[int, datetime], None] | None = None) -> ReplayStats:
-        """Replay every step; `on_step(i, ts)` is called after step i (1-based) is done."""
-        if self._ran:
-            raise RuntimeError("a ReplayFeed runs once; build a new one to replay again")
-        self._ran = True
+    def _step_builder(self) -> Callable[[datetime], _BuiltStep]:
+        """Builds the steps of the timeline, called once per step in order: each step's events
+        per source, then one watermark per source. ``ts_init`` is the step's time, as the
+        replay clock reads once advanced to it, so a step built ahead is the same step."""
         sources = self._sources
         cursors = [0] * len(sources)
-        clock = self._clock
-        publish_batch = self._bus.publish_batch
         trace_id = self._ids.trace_id
-        step_done = self._step_done
-        before_publish = self._before_publish
         chain = self._chain
-        speed = self._speed
-        bars = macro = 0
-        previous: datetime | None = None
-        for step, ts in enumerate(self._timeline, 1):
-            if speed is not None:
-                if previous is not None:
-                    delay = min((ts - previous).total_seconds() / speed, MAX_SLEEP_S)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-            elif step_done is None:
-                # Let consumers run once per step even when no mailbox is full.
-                await asyncio.sleep(0)
-            clock.advance_to(ts)
-            now = clock.now()
+
+        def build(ts: datetime) -> _BuiltStep:
+            now = ts.astimezone(UTC)  # what ReplayClock.advance_to(ts) makes now() return
             batch: list[tuple[str, object]] = []
+            bars = macro = 0
             for s, source in enumerate(sources):
                 k = cursors[s]
                 if k < len(source._stamps) and source._stamps[k] == ts:
                     first = len(batch)
                     count = source._emit(k, ts, now, trace_id, batch)
                     if chain is not None:
+                        # Traced when built: a worker fed this step ahead may send its signals
+                        # back before the step is published, and they hang off these spans.
                         _trace_source_events(chain, source, batch[first:], ts)
                     if source.kind == "bars":
                         bars += count
@@ -1226,6 +1230,50 @@ class ReplayFeed:
                     trace_id=trace_id(), ts_event=ts, ts_init=now, origin=source.name
                 )
                 batch.append((source._watermark_topic, watermark))
+            return _BuiltStep(ts, batch, bars, macro)
+
+        return build
+
+    async def run(self, on_step: Callable[[int, datetime], None] | None = None) -> ReplayStats:
+        """Replay every step; `on_step(i, ts)` is called after step i (1-based) is done."""
+        if self._ran:
+            raise RuntimeError("a ReplayFeed runs once; build a new one to replay again")
+        self._ran = True
+        clock = self._clock
+        publish_batch = self._bus.publish_batch
+        step_done = self._step_done
+        before_publish = self._before_publish
+        prefetch = self._prefetch
+        speed = self._speed
+        timeline = self._timeline
+        build = self._step_builder()
+        ahead: deque[_BuiltStep] = deque()
+        built = 0
+        bars = macro = 0
+        previous: datetime | None = None
+        for step, ts in enumerate(timeline, 1):
+            if speed is not None:
+                if previous is not None:
+                    delay = min((ts - previous).total_seconds() / speed, MAX_SLEEP_S)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            elif step_done is None:
+                # Let consumers run once per step even when no mailbox is full.
+                await asyncio.sleep(0)
+            # Steps are built strictly in order (ids come from one stream), `lookahead` of them
+            # before they are published; without a prefetch only the current one.
+            horizon = min(len(timeline), step + (self._lookahead if prefetch else 0))
+            while built < horizon:
+                item = build(timeline[built])
+                built += 1
+                ahead.append(item)
+                if prefetch is not None:
+                    await prefetch(item.ts, item.batch)
+            current = ahead.popleft()
+            clock.advance_to(ts)
+            batch = current.batch
+            bars += current.bars
+            macro += current.macro
             if before_publish is not None:
                 await before_publish(ts, batch)
             await publish_batch(batch)

@@ -317,3 +317,76 @@ def test_feed_when_no_sources_then_zero_steps() -> None:
     feed = ReplayFeed([], bus=MessageBus(), clock=ReplayClock(EPOCH), ids=IdGenerator(1))
     # Assert
     assert (feed.steps_total, feed.first_ts, feed.last_ts) == (0, None, None)
+
+
+def _dumped(batch: Sequence[tuple[str, object]]) -> list[tuple[str, str]]:
+    return [(topic, message.model_dump_json()) for topic, message in batch]  # type: ignore[attr-defined]
+
+
+async def test_run_when_prefetch_with_lookahead_then_same_batches_each_prefetched_before_published(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the same sources replayed twice, once plainly and once feeding a prefetch
+    # callback two steps ahead (how the engine feeds its agent worker processes)
+    def sources() -> list[LoadedSource]:
+        stocks = write(
+            tmp_path / "s.csv",
+            "Date,AAA,BBB\n2020-01-02,1,2\n2020-01-03,1.1,\n2020-01-06,1.2,2.2\n2020-01-07,1.3,2.3",
+        )
+        macro = write(tmp_path / "m.csv", "Date,S1\n2020-01-06,0.01\n2020-01-08,0.03")
+        return [
+            load_source(source_cfg(stocks, name="stocks"), base_dir=tmp_path),
+            load_source(source_cfg(macro, name="rates", data="macro"), base_dir=tmp_path),
+        ]
+
+    plain_clock = ReplayClock(EPOCH)
+    plain_bus = RecordingBus(plain_clock)
+    plain = ReplayFeed(sources(), bus=plain_bus, clock=plain_clock, ids=IdGenerator(5))
+    order: list[tuple[str, datetime]] = []
+    prefetched: list[tuple[datetime, list[tuple[str, str]]]] = []
+
+    async def prefetch(ts: datetime, batch: Sequence[tuple[str, object]]) -> None:
+        order.append(("prefetch", ts))
+        prefetched.append((ts, _dumped(batch)))
+
+    async def step_done(ts: datetime) -> None:
+        order.append(("published", ts))
+
+    clock = ReplayClock(EPOCH)
+    bus = RecordingBus(clock)
+    ahead = ReplayFeed(
+        sources(),
+        bus=bus,
+        clock=clock,
+        ids=IdGenerator(5),
+        prefetch=prefetch,
+        lookahead=2,
+        step_done=step_done,
+    )
+    # Act
+    plain_stats = await plain.run()
+    stats = await ahead.run()
+    # Assert: the same messages, ids included, and the same clock at each publication
+    assert stats == plain_stats
+    assert [(t, _dumped(b)) for t, b in bus.batches] == [
+        (t, _dumped(b)) for t, b in plain_bus.batches
+    ]
+    # every step prefetched once, in order, with exactly what is published for it later
+    assert prefetched == [(t, _dumped(b)) for t, b in plain_bus.batches]
+    steps = [t for t, _ in plain_bus.batches]
+    assert len(steps) == 5
+    # the current step and the two after it are out before the first is published
+    first_four = [("prefetch", steps[0]), ("prefetch", steps[1]), ("prefetch", steps[2])]
+    first_four.append(("published", steps[0]))
+    assert order[:4] == first_four
+    for i, ts in enumerate(steps):
+        published_at = order.index(("published", ts))
+        assert order.index(("prefetch", ts)) < published_at
+        later = steps[i + 1 : i + 3]  # up to two steps ahead are already out
+        assert all(order.index(("prefetch", t)) < published_at for t in later)
+
+
+def test_feed_when_lookahead_negative_then_value_error(three_sources: list[LoadedSource]) -> None:
+    clock = ReplayClock(EPOCH)
+    with pytest.raises(ValueError, match="lookahead"):
+        ReplayFeed(three_sources, bus=MessageBus(), clock=clock, ids=IdGenerator(1), lookahead=-1)
