@@ -298,6 +298,10 @@ class AgentConfig(ConfigModel):
     remote: bool = False
     """Run this agent in its own process (``tradeengine agent run --agent NAME``), connected
     over Kafka (``[kafka.remote_agents]``); the engine waits for it like for a local one."""
+    worker: int = Field(default=0, ge=0, le=64)
+    """0: the agent runs on the engine's event loop. k >= 1: it runs in local worker process k,
+    which the engine starts and stops itself, with every other agent of the same number. Uses
+    another CPU core; the decisions are the same wherever an agent runs."""
 
     @field_validator("name")
     @classmethod
@@ -1153,11 +1157,19 @@ class EngineConfig(ConfigModel):
         return _validate_unique_names(value, handler, "source")
 
     @model_validator(mode="after")
-    def _remote_agents_need_kafka(self) -> EngineConfig:
+    def _check_agent_placement(self) -> EngineConfig:
         found: list[tuple[Loc, str]] = [
             (("agents", i, "remote"), "needs kafka.enabled = true (remote agents talk over Kafka)")
             for i, agent in enumerate(self.agents)
             if agent.remote and agent.enabled and not self.kafka.enabled
+        ]
+        found += [
+            (
+                ("agents", i, "worker"),
+                "a remote agent runs in its own process already; set worker = 0 or remote = false",
+            )
+            for i, agent in enumerate(self.agents)
+            if agent.remote and agent.worker
         ]
         if found:
             raise problems(*found)
@@ -1166,7 +1178,7 @@ class EngineConfig(ConfigModel):
     def canonical_json(self) -> str:
         """The config as canonical JSON (sorted keys, no whitespace), secret fields, the
         ``telemetry`` section, the ``kafka`` section except its ingress routes, and the agents'
-        ``remote`` flags left out.
+        ``remote`` and ``worker`` settings left out.
 
         Secrets are omitted rather than masked, so setting or rotating a password does not
         change the hash of an otherwise identical config. Telemetry (log levels, the metrics
@@ -1184,6 +1196,7 @@ class EngineConfig(ConfigModel):
             public["kafka"] = {"ingress": ingress}
         for agent in public["agents"]:
             del agent["remote"]
+            del agent["worker"]
         return json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def config_hash(self) -> str:

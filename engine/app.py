@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -37,9 +37,8 @@ from engine.execution.journal import Journal
 from engine.execution.paper import PaperBroker
 from engine.execution.portfolio import Portfolio
 from engine.features.admin import build_store
-from engine.features.drift import DriftMonitor
+from engine.features.drift import DriftMonitor, sampled_observer
 from engine.features.market import MARKET
-from engine.features.schema import FeatureSet
 from engine.features.store import FeatureStore
 from engine.lifecycle import AsyncService
 from engine.loader import AgentLoadError, LoadedAgent, instantiate, load_agents
@@ -60,6 +59,7 @@ from engine.telemetry.runtime import Telemetry, TelemetrySetupError
 if TYPE_CHECKING:
     from engine.kafka.bridge import KafkaBridge
     from engine.kafka.remote import RemoteAgentWatchdog
+    from engine.workers.pool import AgentWorkerPool, WorkerAgent
 
 # A replay clock starts here and is moved to the first event's time by the replay source.
 REPLAY_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,22 +87,6 @@ _STOPPED_WITH = {
 
 _FAULT_COMPONENT = {"risk": "risk", "execution": "venue", "journal": "journal"}
 """Which health component a pipeline fault in each phase belongs to (else the pipeline)."""
-
-
-def _sampled(
-    observe: Callable[[FeatureSet, Mapping[str, Any]], None], every: int
-) -> Callable[[FeatureSet, str, Mapping[str, Any]], None]:
-    """`observe` called for one write in `every` per (feature set, entity): every entity is
-    sampled alike, whatever order rows are written in (deterministic, no RNG)."""
-    counts: dict[tuple[str, str], int] = {}
-
-    def sampled(fs: FeatureSet, entity: str, values: Mapping[str, Any]) -> None:
-        key = (fs.name, entity)
-        n = counts[key] = counts.get(key, -1) + 1
-        if not n % every:
-            observe(fs, values)
-
-    return sampled
 
 
 def derive_ids(seed: int, component: str) -> IdGenerator:
@@ -205,6 +189,8 @@ class Engine(AsyncService):
         self.run_id: str | None = None
         """This run's id on Kafka (RunControl, remote agents); set at start."""
         self._remote_watchdog: RemoteAgentWatchdog | None = None
+        self.workers: AgentWorkerPool | None = None
+        """The local agent worker processes (None when every agent runs in this process)."""
         self._control_ids = self.ids_for("run-control")
         self._started_at = 0.0
         self.steps_total: int | None = None
@@ -358,7 +344,8 @@ class Engine(AsyncService):
         for loaded in self._loaded:
             self.health.register(f"agent.{loaded.config.name}", critical=False)
         await self._start_kafka()
-        local = [la for la in self._loaded if not la.config.remote]
+        await self._start_workers()
+        local = [la for la in self._loaded if not la.config.remote and not la.config.worker]
         agents = instantiate(local, self._context_for)
         self.supervisor = self._build_supervisor(agents, local)
         metrics.sources.supervisor = self.supervisor
@@ -367,10 +354,40 @@ class Engine(AsyncService):
             "engine started",
             mode=cfg.engine.mode.value,
             clock=cfg.engine.clock.value,
-            agents=self.supervisor.live_agents(),
+            agents=self.supervisor.live_agents()
+            + (self.workers.live_agents() if self.workers is not None else []),
             sources=[s.name for s in self._sources],
             config_hash=self.config_hash,
         )
+
+    async def _start_workers(self) -> None:
+        """The local worker processes of the agents configured with ``worker = k``. Started
+        before the engine's own agents, so each step reaches the workers first."""
+        placement: dict[int, list[str]] = {}
+        for la in self._loaded:
+            if la.config.worker and not la.config.remote:
+                placement.setdefault(la.config.worker, []).append(la.config.name)
+        if not placement:
+            return
+        from engine.workers.pool import AgentWorkerPool, WorkerStartError
+
+        metrics = self.telemetry.metrics
+        self.workers = AgentWorkerPool(
+            self.config,
+            placement,
+            bus=self.bus,
+            clock=self.clock,
+            ids=self.ids_for("agent-workers"),
+            log=self.log,
+            handler_latency=lambda name: self._observed(metrics.agent_handler.labels(name)),
+            on_state=self._on_agent_state,
+            chain=self.telemetry.chain,
+        )
+        try:
+            await self.workers.start()
+        except WorkerStartError as exc:
+            raise StartupError(exc.problems) from exc
+        metrics.sources.workers = self.workers
 
     @property
     def remote_agents(self) -> list[str]:
@@ -615,7 +632,7 @@ class Engine(AsyncService):
                 log=get_logger("engine").bind(subsystem="drift"),
                 min_samples=min(50, cfg.drift.window),
             )
-            store.write_observer = _sampled(self.drift.observe, cfg.drift.sample_every)
+            store.write_observer = sampled_observer(self.drift.observe, cfg.drift.sample_every)
             metrics.sources.drift = self.drift
             self._drift_task = asyncio.create_task(
                 self.drift.run(cfg.drift.interval_s), name="feature-drift"
@@ -790,6 +807,8 @@ class Engine(AsyncService):
             step_done=self.pipeline.step_done,
             chain=self.telemetry.chain,
             before_publish=self.regimes.observe_batch if self.regimes is not None else None,
+            prefetch=self.workers.feed if self.workers is not None else None,
+            lookahead=self.workers.lookahead if self.workers is not None else 0,
         )
         self.steps_total = feed.steps_total
         self.health.set("replay", ComponentState.RUNNING, f"{feed.steps_total} steps to replay")
@@ -797,6 +816,10 @@ class Engine(AsyncService):
         stop = asyncio.create_task(self._stop_requested.wait(), name="stop-request")
         done, _ = await asyncio.wait({replay, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
+        if self.workers is not None:
+            # The workers' counters as of the last step, before the caller reads metrics or
+            # the summary (they report periodically otherwise).
+            await self.workers.sync()
         if replay in done:
             try:
                 replay.result()  # re-raise a failure of the replay
@@ -826,6 +849,7 @@ class Engine(AsyncService):
             await self._end_remote_run()
         for name, component in (
             ("agents", self.supervisor),
+            ("agent_workers", self.workers),
             ("blender", self.blender),
             ("pipeline", self.pipeline),
             ("kafka", self.kafka),
@@ -879,8 +903,14 @@ class Engine(AsyncService):
         traded = broker_stats.turnover if broker_stats is not None else 0.0
         agents: dict[str, dict[str, Any]] = {}
         signals = 0
+        views: dict[str, AgentRunner | WorkerAgent] = {}
         if self.supervisor is not None:
-            for name, runner in self.supervisor.runners.items():
+            views.update(self.supervisor.runners)
+        if self.workers is not None:
+            views.update(self.workers.agents)
+        for name in [la.config.name for la in self._loaded]:  # config order
+            runner = views.get(name)
+            if runner is not None:
                 signals += runner.stats.signals
                 agents[name] = {
                     "state": runner.state.value,

@@ -60,7 +60,7 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -176,6 +176,28 @@ class _Tracker:
 
     def recent_values(self) -> FloatArray:
         return self.recent[: self.recent_n]
+
+
+def sampled_observer(
+    observe: Callable[[FeatureSet, Mapping[str, Any]], None],
+    every: int,
+    *,
+    skip: frozenset[str] = frozenset(),
+) -> Callable[[FeatureSet, str, Mapping[str, Any]], None]:
+    """A store write observer calling `observe` for one write in `every` per (feature set,
+    entity): every entity is sampled alike, whatever order rows are written in (deterministic,
+    no RNG). Feature sets named in `skip` are not observed."""
+    counts: dict[tuple[str, str], int] = {}
+
+    def sampled(fs: FeatureSet, entity: str, values: Mapping[str, Any]) -> None:
+        if fs.name in skip:
+            return
+        key = (fs.name, entity)
+        n = counts[key] = counts.get(key, -1) + 1
+        if not n % every:
+            observe(fs, values)
+
+    return sampled
 
 
 class DriftMonitor:
@@ -337,4 +359,11 @@ class DriftMonitor:
         return result
 
 
-__all__ = ["EPSILON", "DriftMonitor", "DriftResult", "ks_statistic", "psi"]
+__all__ = [
+    "EPSILON",
+    "DriftMonitor",
+    "DriftResult",
+    "ks_statistic",
+    "psi",
+    "sampled_observer",
+]

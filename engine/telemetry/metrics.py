@@ -49,14 +49,15 @@ if TYPE_CHECKING:
     from engine.execution.journal import Journal
     from engine.execution.model import PortfolioSnapshot
     from engine.execution.paper import PaperBroker
-    from engine.features.drift import DriftMonitor
+    from engine.features.drift import DriftMonitor, DriftResult
     from engine.features.store import FeatureStore
     from engine.kafka.bridge import KafkaBridge
     from engine.pipeline import TradingPipeline
     from engine.stages.blender import BlenderStage
-    from engine.supervisor import AgentSupervisor
+    from engine.supervisor import AgentRunner, AgentSupervisor
     from engine.telemetry.health import HealthRegistry
     from engine.telemetry.tracing import Tracing
+    from engine.workers.pool import AgentWorkerPool, WorkerAgent
 
 PREFIX = "tradeengine"
 
@@ -166,6 +167,8 @@ class MetricSources:
 
     bus: MessageBus | None = None
     supervisor: AgentSupervisor | None = None
+    workers: AgentWorkerPool | None = None
+    """The local agent worker processes: their agents are reported like local ones."""
     blender: BlenderStage | None = None
     pipeline: TradingPipeline | None = None
     broker: PaperBroker | None = None
@@ -215,8 +218,8 @@ class EngineCollector(Collector):
         yield info
         if src.bus is not None:
             yield from self._bus(src.bus)
-        if src.supervisor is not None:
-            yield from self._agents(src.supervisor)
+        if src.supervisor is not None or src.workers is not None:
+            yield from self._agents(src.supervisor, src.workers)
         if src.blender is not None:
             late = CounterMetricFamily(
                 f"{PREFIX}_late_signals",
@@ -256,7 +259,10 @@ class EngineCollector(Collector):
         if src.features is not None:
             yield from self._features(src.features)
         if src.drift is not None:
-            yield from self._drift(src.drift)
+            results = src.drift.results()
+            if src.workers is not None:  # the features of agents in worker processes
+                results.update(src.workers.drift_results)
+            yield from self._drift(results)
         if src.kafka is not None:
             yield from self._kafka(src.kafka)
         for family in self._histograms:
@@ -361,7 +367,7 @@ class EngineCollector(Collector):
         pending.add_metric(backend, float(store.buffered_writes))
         yield pending
 
-    def _drift(self, drift: DriftMonitor) -> Iterator[Metric]:
+    def _drift(self, results: dict[tuple[str, str], DriftResult]) -> Iterator[Metric]:
         labels = ["feature_set", "feature"]
         psi = GaugeMetricFamily(
             f"{PREFIX}_feature_drift_psi",
@@ -378,7 +384,7 @@ class EngineCollector(Collector):
             "1 when PSI or KS is above its configured threshold.",
             labels=labels,
         )
-        for (fs, feature), result in sorted(drift.results().items()):
+        for (fs, feature), result in sorted(results.items()):
             psi.add_metric([fs, feature], result.psi)
             ks.add_metric([fs, feature], result.ks)
             drifted.add_metric([fs, feature], 1.0 if result.drifted else 0.0)
@@ -439,8 +445,15 @@ class EngineCollector(Collector):
                 fam.add_metric([sub.name], getattr(sub, getter))
             yield fam
 
-    def _agents(self, supervisor: AgentSupervisor) -> Iterator[Metric]:
-        runners = sorted(supervisor.runners.items())
+    def _agents(
+        self, supervisor: AgentSupervisor | None, workers: AgentWorkerPool | None
+    ) -> Iterator[Metric]:
+        views: dict[str, AgentRunner | WorkerAgent] = {}
+        if supervisor is not None:
+            views.update(supervisor.runners)
+        if workers is not None:
+            views.update(workers.agents)
+        runners = sorted(views.items())
         for name, doc, getter in (
             ("signals", "Signals published, by agent.", "signals"),
             ("agent_events_handled", "Events handled by the agent's hooks.", "handled"),

@@ -249,3 +249,33 @@ remote = true
     problems = _problems(text)
     # Assert
     assert [p.path for p in problems] == ["agents[0].remote"]
+
+
+def test_load_when_agent_both_remote_and_in_a_worker_then_problem_at_worker() -> None:
+    # Arrange
+    text = """[kafka]
+enabled = true
+[[agents]]
+name = "momentum"
+path = "plugins.momentum:TimeSeriesMomentumAgent"
+remote = true
+worker = 1
+"""
+    # Act
+    problems = _problems(text)
+    # Assert
+    assert [p.path for p in problems] == ["agents[0].worker"]
+    assert "runs in its own process already" in problems[0].message
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "1.5", '"one"'])
+def test_load_when_agent_worker_out_of_range_or_not_an_integer_then_problem_at_worker(
+    value: str,
+) -> None:
+    text = f"""[[agents]]
+name = "momentum"
+path = "plugins.momentum:TimeSeriesMomentumAgent"
+worker = {value}
+"""
+    problems = _problems(text)
+    assert [p.path for p in problems] == ["agents[0].worker"]

@@ -147,3 +147,16 @@ def test_model_when_assigned_after_load_then_frozen() -> None:
     # Act / Assert
     with pytest.raises(ValidationError):
         config.risk.max_positions = 9  # type: ignore[misc]
+
+
+def test_hash_when_only_agent_worker_placement_changes_then_hash_unchanged() -> None:
+    # Arrange: where an agent runs (the engine's loop or a worker process) changes no decision
+    base = load_config_text(TEXT, env={})
+
+    # Act
+    moved = load_config_text(TEXT, env={"TRADEENGINE__AGENTS__0__WORKER": "2"})
+
+    # Assert
+    assert moved.agents[0].worker == 2
+    assert moved.config_hash() == base.config_hash()
+    assert "worker" not in base.canonical_json()

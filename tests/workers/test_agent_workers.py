@@ -1,0 +1,271 @@
+"""Agents in local worker processes: the same decisions as in process, failures contained.
+
+Real child processes throughout (`python -m engine.workers`, started by the engine), on real
+bundled data.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from config import EngineConfig, load_config_text
+from contracts import AgentState
+from engine.app import Engine, RunOptions, StartupError
+from engine.bus import Subscription
+from engine.data import bundled_path
+from engine.execution.journal import Journal
+from engine.telemetry.health import ComponentState
+from engine.workers.pool import AgentWorkerPool, WorkerStartError
+from tests.e2e.conftest import default_config
+from tests.kit.config import on_free_port
+
+START, END = date(2005, 1, 1), date(2006, 12, 31)
+TABLES = ("decisions", "orders", "fills", "snapshots")
+
+
+def _in_process(cfg: EngineConfig) -> EngineConfig:
+    return cfg.model_copy(
+        update={"agents": [a.model_copy(update={"worker": 0}) for a in cfg.agents]}
+    )
+
+
+def _drain(sub: Subscription) -> list[str]:
+    out: list[str] = []
+    while len(sub):
+        topic, message = sub.get_nowait()
+        out.append(f"{topic} {message.model_dump_json()}")  # type: ignore[attr-defined]
+    return out
+
+
+async def _run(cfg: EngineConfig, run_dir: Path) -> tuple[Engine, list[str], list[str]]:
+    engine = Engine(on_free_port(cfg), options=RunOptions(start=START, end=END, run_dir=run_dir))
+    engine.prepare()
+    async with engine:
+        signals = engine.bus.subscribe("signal.>", name="test.signals", capacity=1 << 21)
+        opportunities = engine.bus.subscribe(
+            "opportunity.>", name="test.opportunities", capacity=1 << 20
+        )
+        assert await engine.run()
+    return engine, _drain(signals), _drain(opportunities)
+
+
+async def test_replay_when_agents_run_in_a_worker_then_same_signals_and_decisions_as_in_process(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the default config (seven agents in worker 1) and the same with none there
+    cfg = default_config(seed=3)
+    workers = sorted(a.name for a in cfg.agents if a.enabled and a.worker)
+    assert len(workers) == 7
+    # Act
+    split, split_signals, split_opps = await _run(cfg, tmp_path / "split")
+    single, single_signals, single_opps = await _run(_in_process(cfg), tmp_path / "single")
+    # Assert: every signal the same (arrival order aside), every opportunity the same and in
+    # the same order, journals byte-identical
+    assert single.workers is None
+    assert split.workers is not None
+    assert sorted(split.workers.agents) == workers
+    assert len(split_signals) > 5_000
+    assert sorted(split_signals) == sorted(single_signals)
+    assert split_opps == single_opps
+    a, b = (
+        Journal(tmp_path / "split" / "journal.sqlite"),
+        Journal(tmp_path / "single" / "journal.sqlite"),
+    )
+    assert {t: a.table_digest(t) for t in TABLES} == {t: b.table_digest(t) for t in TABLES}
+    # the worker's agents are reported like local ones: summary, counters, handler histograms
+    split_summary = split.summary(completed=True)
+    single_summary = single.summary(completed=True)
+    assert split_summary.signals == single_summary.signals == len(single_signals)
+    assert split_summary.agents == single_summary.agents
+    hist = split.telemetry.metrics.agent_handler.series
+    for name in workers:
+        agent = split.workers.agents[name]
+        assert agent.state is AgentState.STOPPED
+        assert agent.stats.handled > 0
+        assert hist[(name,)].count == agent.stats.handled
+    assert split.blender is not None
+    assert split.blender.stats.late_signals == 0
+    assert split.workers.rejected == 0
+
+
+CRASHING_MODULE = '''
+"""Test agents for worker processes: one that kills its process, one that prints."""
+
+import os
+from datetime import UTC, datetime
+
+from contracts import Bar
+from engine.agent import Agent, NoParams
+
+
+class ProcessKiller(Agent[NoParams]):
+    async def on_bar(self, bar: Bar) -> None:
+        if bar.ts_event >= datetime(2005, 6, 1, tzinfo=UTC):
+            os._exit(3)  # the whole worker process dies, as on a segfault in a C extension
+
+
+class Printer(Agent[NoParams]):
+    async def on_bar(self, bar: Bar) -> None:
+        print("a plugin printing to stdout:", bar.symbol, bar.close)
+        self.signal(bar.symbol, mu=0.001, sigma=0.02, horizon="1d", confidence=0.5)
+'''
+
+
+def _config_text(agents: str) -> str:
+    return textwrap.dedent(
+        f"""
+        [engine]
+        seed = 5
+
+        {agents}
+
+        [[agents]]
+        name = "reversal"
+        path = "plugins.reversal:ShortTermReversalAgent"
+        params = {{ lookback = 5, min_samples = 200 }}
+
+        [[sources]]
+        kind = "replay"
+        name = "stocks"
+        paths = ["{bundled_path("us_stocks_20_daily_close.csv.gz")}"]
+        layout = "wide"
+        symbols = ["AAPL", "KO", "XOM", "JPM", "PG", "MSFT"]
+
+        [telemetry.metrics]
+        port = 0
+        """
+    )
+
+
+@pytest.fixture
+def worker_test_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "worker_test_plugins"
+    package.mkdir()
+    (package / "worker_test_agents.py").write_text(CRASHING_MODULE)
+    monkeypatch.syspath_prepend(str(package))  # the engine hands its sys.path to its workers
+    monkeypatch.delitem(sys.modules, "worker_test_agents", raising=False)
+
+
+@pytest.mark.usefixtures("worker_test_agents")
+async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_completes(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the killer in worker 1, a printing agent in worker 2, reversal in process
+    cfg = load_config_text(
+        _config_text(
+            """
+            [[agents]]
+            name = "killer"
+            path = "worker_test_agents:ProcessKiller"
+            worker = 1
+
+            [[agents]]
+            name = "printer"
+            path = "worker_test_agents:Printer"
+            worker = 2
+            """
+        ),
+        env={},
+    )
+    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
+    engine.prepare()
+    # Act
+    async with engine:
+        completed = await engine.run()
+    # Assert: the run went on to the end without the dead worker's agent
+    assert completed
+    workers = engine.workers
+    assert workers is not None
+    killer = workers.agents["killer"]
+    assert killer.state is AgentState.QUARANTINED
+    assert killer.stats.last_error is not None
+    assert "agent worker 1 exited unexpectedly (exit code 3)" in killer.stats.last_error
+    health = {c.name: c for c in engine.health.components()}
+    assert health["agent.killer"].state is ComponentState.FAULTED
+    assert "exit code 3" in health["agent.killer"].reason
+    assert engine.blender is not None
+    assert engine.blender.stats.quarantined_agents == ["killer"]
+    summary = engine.summary(completed=completed)
+    assert summary.agents["killer"]["state"] == "quarantined"
+    assert summary.agents["reversal"]["signals"] > 0
+    # the printing agent's stdout went to stderr, not into the frame stream: it handled every
+    # bar of the run and its signals all reached the blender
+    printer = workers.agents["printer"]
+    assert printer.state is AgentState.STOPPED
+    assert engine.pipeline is not None
+    assert printer.stats.handled == engine.pipeline.stats.bars
+    assert printer.stats.signals == printer.stats.handled
+    assert workers.rejected == 0
+    assert engine.blender.stats.late_signals == 0
+
+
+async def test_start_when_worker_cannot_host_its_agent_then_error_names_worker_and_problem() -> (
+    None
+):
+    # Arrange: a placement naming an agent the config does not have (the engine never builds
+    # one, but a worker must refuse rather than run a different set than it was asked to)
+    cfg = on_free_port(default_config())
+    from engine.app import REPLAY_EPOCH, derive_ids
+    from engine.bus import MessageBus
+    from engine.clock import ReplayClock
+    from engine.telemetry.logging import get_logger
+
+    pool = AgentWorkerPool(
+        cfg,
+        {3: ["no_such_agent"]},
+        bus=MessageBus(),
+        clock=ReplayClock(REPLAY_EPOCH),
+        ids=derive_ids(0, "test"),
+        log=get_logger("test"),
+    )
+    # Act
+    with pytest.raises(WorkerStartError) as caught:
+        await pool.start()
+    # Assert
+    assert caught.value.problems == [
+        "agent worker 3: agents not configured or disabled: no_such_agent"
+    ]
+
+
+@pytest.mark.usefixtures("worker_test_agents")
+async def test_engine_start_when_worker_agent_class_fails_in_worker_then_startup_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: the module imports in the engine but not in the worker (it reads an environment
+    # variable the worker does not have): the engine's start fails with the worker's reason
+    package = tmp_path / "worker_test_plugins"
+    (package / "engine_only.py").write_text(
+        "import os\n"
+        "if os.environ.get('ONLY_IN_ENGINE') != '1':\n"
+        "    raise ImportError('this module needs ONLY_IN_ENGINE=1')\n"
+        "from worker_test_agents import Printer as EngineOnly\n"
+    )
+    monkeypatch.setenv("ONLY_IN_ENGINE", "1")
+    cfg = load_config_text(
+        _config_text(
+            """
+            [[agents]]
+            name = "engine_only"
+            path = "engine_only:EngineOnly"
+            worker = 1
+            """
+        ),
+        env={},
+    )
+    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
+    engine.prepare()
+    monkeypatch.setenv("ONLY_IN_ENGINE", "0")  # what the worker will see
+    # Act
+    with pytest.raises(StartupError) as caught:
+        await engine.start()
+    # Assert: one problem line naming the worker, the agent and the import failure
+    (problem,) = caught.value.problems
+    assert problem.startswith("agent worker 1: agents[0] (engine_only):")
+    assert "this module needs ONLY_IN_ENGINE=1" in problem
+    assert engine.workers is not None
+    await engine.stop()
