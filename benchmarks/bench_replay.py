@@ -8,9 +8,15 @@ handler time p50/p99/mean from the engine's own metrics. Target (issue 6, all ap
 on): the whole replay < 60 s.
 
     .venv/bin/python benchmarks/bench_replay.py [--start DATE] [--end DATE] [--profile]
+        [--config engine.toml] [--in-process] [--compare-in-process]
 
---profile adds a cProfile run and a breakdown of where the time goes (own time grouped by
-component), which the closing notes of performance work quote.
+The default config runs seven agents in a worker process (``worker = 1``). --in-process puts
+every agent on the engine's loop instead; --compare-in-process runs both, one after the other
+in the same invocation, and reports the ratio (the machine is shared: compare within a run).
+Each agent row says where it ran ("engine" or "worker k"); worker agents' handler times come
+from the histograms their worker reports. --profile adds a cProfile run of the engine's own
+process and a breakdown of where its time goes (own time grouped by component), which the
+closing notes of performance work quote.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from _loop import loop_factory as event_loop_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _config import add_config_arguments, bench_config  # noqa: E402
 
 from config import load_config  # noqa: E402
 from contracts import IdGenerator  # noqa: E402
@@ -63,13 +71,20 @@ GROUPS = (
 )
 
 
-async def _engine_run(start: date | None, end: date | None) -> dict[str, Any]:
+async def _engine_run(
+    start: date | None, end: date | None, config_path: Path, in_process: bool
+) -> dict[str, Any]:
     # Telemetry as configured (on), but /metrics on a free port so a running engine or a
     # parallel benchmark never collides with this one.
-    cfg = load_config(ROOT / "engine.toml", env={"TRADEENGINE__TELEMETRY__METRICS__PORT": "0"})
+    cfg = bench_config(
+        config_path, in_process=in_process, env={"TRADEENGINE__TELEMETRY__METRICS__PORT": "0"}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(
-            cfg, options=RunOptions(start=start, end=end, run_dir=Path(tmp) / "run", base_dir=ROOT)
+            cfg,
+            options=RunOptions(
+                start=start, end=end, run_dir=Path(tmp) / "run", base_dir=config_path.parent
+            ),
         )
         t0 = time.perf_counter()
         engine.prepare()
@@ -113,9 +128,16 @@ def _agent_handlers(engine: Engine) -> dict[str, dict[str, Any]]:
     supervisor = engine.supervisor
     assert supervisor is not None
     series = engine.telemetry.metrics.agent_handler.series
-    for name, runner in sorted(supervisor.runners.items()):
+    views: dict[str, Any] = dict(supervisor.runners)
+    if engine.workers is not None:  # agents in worker processes report the same histograms
+        views.update(engine.workers.agents)
+    for name, runner in sorted(views.items()):
         hist = series.get((name,))
-        row: dict[str, Any] = {"handled": runner.stats.handled, "signals": runner.stats.signals}
+        row: dict[str, Any] = {
+            "process": f"worker {runner.worker}" if hasattr(runner, "worker") else "engine",
+            "handled": runner.stats.handled,
+            "signals": runner.stats.signals,
+        }
         if hist is not None and hist.count:
             row["handler_p50_us"] = round(hist.quantile(0.5) * 1e6, 1)
             row["handler_p99_us"] = round(hist.quantile(0.99) * 1e6, 1)
@@ -175,17 +197,34 @@ def main() -> None:
     parser.add_argument("--end", type=date.fromisoformat, default=None)
     parser.add_argument("--profile", action="store_true", help="add a cProfile breakdown")
     parser.add_argument("--no-uvloop", action="store_true")
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--compare-in-process",
+        action="store_true",
+        help="also run the same config with every agent in process and report the ratio",
+    )
     args = parser.parse_args()
     configure_logging("warning", "json")
     runner_factory, loop_name = event_loop_factory(args.no_uvloop)
     report: dict[str, Any] = {"loop": loop_name, "python": sys.version.split()[0]}
     with asyncio.Runner(loop_factory=runner_factory) as runner:
         report["ceiling_feed_only"] = runner.run(_feed_only(args.start, args.end))
-        report["engine"] = runner.run(_engine_run(args.start, args.end))
+        report["engine"] = runner.run(
+            _engine_run(args.start, args.end, args.config, args.in_process)
+        )
+        if args.compare_in_process and not args.in_process:
+            # The same config with every agent on the engine's loop, in the same invocation:
+            # what the worker processes save on this machine at this moment.
+            report["engine_in_process"] = runner.run(
+                _engine_run(args.start, args.end, args.config, True)
+            )
+            report["engine_over_in_process"] = round(
+                report["engine"]["wall_s"] / report["engine_in_process"]["wall_s"], 3
+            )
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
-            runner.run(_engine_run(args.start, args.end))
+            runner.run(_engine_run(args.start, args.end, args.config, args.in_process))
             profile.disable()
             report["profile_share_of_own_time"] = _breakdown(profile)
     engine_wall = report["engine"]["wall_s"]

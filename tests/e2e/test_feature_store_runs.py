@@ -85,6 +85,8 @@ async def test_replay_when_backend_is_redis_then_decisions_identical_to_memory(
     reads = re.search(r'tradeengine_feature_store_reads_total\{backend="redis"\} (\S+)', metrics)
     assert reads is not None
     assert float(reads.group(1)) > 100
+    # (drift of an in-engine agent's features, and of a worker agent's, reported by its worker)
+    assert 'tradeengine_feature_drift_psi{feature="score",feature_set="donchian:v1"}' in metrics
     assert 'tradeengine_feature_drift_psi{feature="score",feature_set="tsmom:v1"}' in metrics
     assert "tradeengine_feature_store_read_duration_seconds_count" in metrics
     # and the features really are in Redis, under the namespaced, versioned key layout
@@ -93,7 +95,10 @@ async def test_replay_when_backend_is_redis_then_decisions_identical_to_memory(
         key = entity_key("e2e", MARKET, "AAPL")
         assert await raw.exists(key)
         assert set(await raw.hkeys(key)) == {b"close", b"returns", b"vol_20d"}
-        assert await raw.exists("e2e:fs:tsmom:v1:AAPL")
+        assert await raw.exists("e2e:fs:donchian:v1:AAPL")
+        # momentum runs in a worker process (engine.toml): its features stay in the worker,
+        # which runs ahead of the engine and must not show it values from its future
+        assert not await raw.exists("e2e:fs:tsmom:v1:AAPL")
     finally:
         await raw.aclose()
 

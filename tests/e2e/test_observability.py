@@ -166,8 +166,11 @@ async def test_run_when_scraped_over_http_then_metrics_pass_promtool_and_cover_t
     families = {f.name: f for f in text_string_to_metric_families(final)}
     signals = {s.labels["agent"]: s.value for s in families["tradeengine_signals"].samples}
     assert engine.supervisor is not None
-    assert set(signals) == set(engine.supervisor.runners)
-    assert sum(signals.values()) == sum(r.stats.signals for r in engine.supervisor.runners.values())  # type: ignore[union-attr]
+    assert engine.workers is not None  # engine.toml runs seven agents in a worker process
+    agents: dict[str, Any] = {**engine.supervisor.runners, **engine.workers.agents}
+    assert len(agents) == 10
+    assert set(signals) == set(agents)
+    assert sum(signals.values()) == sum(a.stats.signals for a in agents.values())
     handler = families["tradeengine_agent_handler_duration_seconds"]
     counts = {s.labels["agent"]: s.value for s in handler.samples if s.name.endswith("_count")}
     assert counts["momentum"] > 0

@@ -32,7 +32,12 @@ def _config_file(
     text = re.sub(r'(?m)^run_dir = "runs"', f'run_dir = "{tmp_path / "runs"}"', text)
     text = re.sub(r"(?m)^port = 9464 ", "port = 0 ", text)
     if remote:
-        text = re.sub(rf'(?m)^(name = "{REMOTE}".*)$', r"\1\nremote = true", text)
+        # remote instead of in the local worker process engine.toml puts it in
+        blocks = text.split("[[agents]]")
+        (i,) = [i for i, b in enumerate(blocks) if f'name = "{REMOTE}"' in b]
+        blocks[i] = blocks[i].replace("worker = 1\n", "remote = true\n")
+        assert "remote = true" in blocks[i]
+        text = "[[agents]]".join(blocks)
     kafka = f"""[kafka]
 enabled = true
 bootstrap_servers = ["{bootstrap}"]
@@ -124,8 +129,10 @@ async def test_replay_when_one_agent_runs_in_another_process_then_same_decisions
     assert bridge is not None
     assert bridge.ingress is not None
     local_signals = in_process.engine.summary(completed=True).agents[REMOTE]["signals"]
+    workers = remote_run.engine.workers  # engine.toml runs other agents in a worker process
+    local_agents: dict[str, Any] = {**supervisor.runners, **(workers.agents if workers else {})}
     remote_signals = remote_run.engine.blender.stats.signals - sum(
-        runner.stats.signals for runner in supervisor.runners.values()
+        agent.stats.signals for agent in local_agents.values()
     )
     print(f"{REMOTE}: {local_signals} signals in process, {remote_signals} over Kafka")
     assert local_signals > 100
