@@ -419,7 +419,9 @@ class BlenderStage(AsyncService):
     - Quarantine: an agent whose AgentStatus says `quarantined` is no longer waited for (logged).
     - No live agent at all (none configured, or all quarantined): no agent watermark will ever
       come, so the stage follows the minimum of the source watermarks seen instead; otherwise the
-      pipeline downstream would stall forever. Source watermarks are ignored while any agent lives.
+      pipeline downstream would stall forever. While agents live, the source watermarks only
+      cap the stage's: an agent fed ahead of the replay (in a worker process) cannot close a
+      step the engine has not published yet.
     - One vote per agent per (symbol, step): a later signal from the same agent replaces the
       earlier one (counted as superseded, logged) instead of doubling that agent's weight.
     - Late signals (for a step already closed) are counted per agent and logged at warning; they
@@ -580,8 +582,7 @@ class BlenderStage(AsyncService):
                 previous = self._source_marks.get(message.origin)
                 if previous is None or message.ts_event > previous:
                     self._source_marks[message.origin] = message.ts_event
-                if self._live:
-                    return
+                # (with live agents this only matters when one of them is ahead of the sources)
             else:  # pragma: no cover - the subscription patterns exclude it
                 return
             await self._advance()
@@ -636,14 +637,23 @@ class BlenderStage(AsyncService):
         by_agent[sig.agent] = sig
 
     def _target(self) -> datetime | None:
-        """Up to where every step is complete: min over live agents, else over sources."""
+        """Up to where every step is complete: min over live agents, else over sources; never
+        past the sources' watermarks when there are any. In process an agent cannot pass the
+        step its sources published, but an agent fed ahead (in a worker process) can, and a
+        step must not close before the engine has published it."""
+        sources = self._source_marks
         if self._live:
             if len(self._agent_marks) < len(self._live):
                 return None  # some live agent has not reported any step yet
-            return min(self._agent_marks[a] for a in self._live)
-        if not self._source_marks:
+            target = min(self._agent_marks[a] for a in self._live)
+            if sources:
+                published = min(sources.values())
+                if published < target:
+                    target = published
+            return target
+        if not sources:
             return None
-        return min(self._source_marks.values())
+        return min(sources.values())
 
     async def _advance(self) -> None:
         target = self._target()

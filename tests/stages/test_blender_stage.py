@@ -233,6 +233,27 @@ async def test_stage_when_agents_live_then_source_watermarks_do_not_close_steps(
     assert rig2.received == []
 
 
+async def test_stage_when_agents_ahead_of_the_sources_then_steps_close_as_sources_publish(
+    rig2: Rig,
+) -> None:
+    # Arrange: the replay has published step 0; both agents (fed ahead, in a worker process)
+    # are already done with steps 0-2
+    await rig2.send(make_watermark("replay", step(0)), source=True)
+    await rig2.send(
+        make_signal("a", ts=step(1)),
+        make_signal("b", ts=step(1)),
+        make_watermark("a", step(2)),
+        make_watermark("b", step(2)),
+    )
+    closed_before = list(rig2.watermarks)
+    # Act
+    await rig2.send(make_watermark("replay", step(1)), source=True)
+    # Assert: each step closes once the replay has published it, not before
+    assert closed_before == [step(0)]
+    assert rig2.watermarks == [step(0), step(1)]
+    assert [o.ts_event for o in rig2.opportunities] == [step(1)]
+
+
 async def test_stage_when_fewer_than_min_signals_then_symbol_skipped_step_closed() -> None:
     # Arrange
     rig = Rig(["a", "b"], min_signals=2)
