@@ -147,10 +147,11 @@ def _agent_handlers(engine: Engine) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _feed_only(start: date | None, end: date | None) -> dict[str, Any]:
-    cfg = load_config(ROOT / "engine.toml", env={})
+async def _feed_only(start: date | None, end: date | None, config_path: Path) -> dict[str, Any]:
+    cfg = load_config(config_path, env={})
     t0 = time.perf_counter()
-    sources = [load_source(s, base_dir=ROOT, start=start, end=end) for s in cfg.sources]
+    base = config_path.parent
+    sources = [load_source(s, base_dir=base, start=start, end=end) for s in cfg.sources]
     bus = MessageBus()
     sub = bus.subscribe(">", name="drain", capacity=4096)
     received = 0
@@ -208,7 +209,7 @@ def main() -> None:
     runner_factory, loop_name = event_loop_factory(args.no_uvloop)
     report: dict[str, Any] = {"loop": loop_name, "python": sys.version.split()[0]}
     with asyncio.Runner(loop_factory=runner_factory) as runner:
-        report["ceiling_feed_only"] = runner.run(_feed_only(args.start, args.end))
+        report["ceiling_feed_only"] = runner.run(_feed_only(args.start, args.end, args.config))
         report["engine"] = runner.run(
             _engine_run(args.start, args.end, args.config, args.in_process)
         )

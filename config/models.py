@@ -1171,9 +1171,43 @@ class EngineConfig(ConfigModel):
             for i, agent in enumerate(self.agents)
             if agent.remote and agent.worker
         ]
+        found += self._worker_feed_problems()
         if found:
             raise problems(*found)
         return self
+
+    def _worker_feed_problems(self) -> list[tuple[Loc, str]]:
+        """Worker processes are fed by the engine's replay; any other market data on the
+        engine's bus would reach only the agents in the engine's loop."""
+        workers = [i for i, a in enumerate(self.agents) if a.worker and a.enabled and not a.remote]
+        if not workers:
+            return []
+        found: list[tuple[Loc, str]] = []
+        if not any(isinstance(s, ReplaySourceConfig) for s in self.sources):
+            found += [
+                (
+                    ("agents", i, "worker"),
+                    "worker processes are fed by the replay and this config has no replay "
+                    "source; set worker = 0",
+                )
+                for i in workers
+            ]
+        market = {"Bar", "MacroObservation", "SocialPost"}
+        if self.kafka.enabled:
+            for j, route in enumerate(self.kafka.ingress):
+                if route.bus_prefix or (route.types is not None and not market & set(route.types)):
+                    continue
+                found += [
+                    (
+                        ("agents", i, "worker"),
+                        f"kafka.ingress[{j}] ({route.topic}) may put market data on the engine's "
+                        "bus, which reaches only agents in the engine's loop; give the route "
+                        "`types` without Bar, MacroObservation and SocialPost, or a `bus_prefix`, "
+                        "or set worker = 0",
+                    )
+                    for i in workers
+                ]
+        return found
 
     def canonical_json(self) -> str:
         """The config as canonical JSON (sorted keys, no whitespace), secret fields, the

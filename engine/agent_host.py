@@ -3,9 +3,10 @@
 Why it exists: an agent can run away from the engine's event loop, in a remote process fed over
 Kafka (`engine.kafka.remote`) or in a local worker process fed over a pipe (`engine.workers`).
 Both hosts must make the agent emit exactly the signals it would emit inside the engine, so
-both build the same session from the same engine classes: a replay clock, the configured
-feature store, the shared regime model, the agents with ids derived from seed + name, their
-`AgentRunner`s and one `AgentSupervisor`, all on the host's own bus.
+both build the same session from the same engine classes: a replay clock, a feature store (the
+configured one, or a private in-memory one for a worker), the engine's regime model, the agents
+with ids derived from seed + name, their `AgentRunner`s and one `AgentSupervisor`, all on the
+host's own bus.
 
 The feed arrives as the engine's bus carries it: per step, its bars, macro observations, posts
 and one watermark per source. `feed` collects a step until every source's watermark is in,
@@ -65,6 +66,19 @@ def agent_output_check(agents: Sequence[str]) -> Callable[[str, Contract], str |
         return None
 
     return check
+
+
+def quarantined_status(agent: str, reason: str, *, trace_id: str, now: datetime) -> AgentStatus:
+    """The status that tells the engine's blender to stop waiting for an agent whose host is
+    gone (a remote agent gone silent, a worker process lost)."""
+    return AgentStatus(
+        trace_id=trace_id,
+        ts_event=now,
+        ts_init=now,
+        agent=agent,
+        state=AgentState.QUARANTINED,
+        reason=reason[:2000],
+    )
 
 
 class AgentHostError(Exception):
@@ -251,4 +265,5 @@ __all__ = [
     "AgentHostError",
     "AgentHostSession",
     "agent_output_check",
+    "quarantined_status",
 ]

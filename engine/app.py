@@ -564,19 +564,13 @@ class Engine(AsyncService):
 
     async def _remote_agent_lost(self, agent: str, reason: str) -> None:
         """Treat a silent remote agent like a quarantined local one: the blender stops waiting."""
+        from engine.agent_host import quarantined_status
+
         self.health.set(f"agent.{agent}", ComponentState.FAULTED, reason)
-        now = self.clock.now()
-        await self.bus.publish(
-            topics.agent_status(agent),
-            AgentStatus(
-                trace_id=self._control_ids.trace_id(),
-                ts_event=now,
-                ts_init=now,
-                agent=agent,
-                state=AgentState.QUARANTINED,
-                reason=reason[:2000],
-            ),
+        status = quarantined_status(
+            agent, reason, trace_id=self._control_ids.trace_id(), now=self.clock.now()
         )
+        await self.bus.publish(topics.agent_status(agent), status)
 
     async def _end_remote_run(self) -> None:
         if not self.remote_agents or self.kafka is None or self.run_id is None:
@@ -816,16 +810,16 @@ class Engine(AsyncService):
         stop = asyncio.create_task(self._stop_requested.wait(), name="stop-request")
         done, _ = await asyncio.wait({replay, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
-        if self.workers is not None:
-            # The workers' counters as of the last step, before the caller reads metrics or
-            # the summary (they report periodically otherwise).
-            await self.workers.sync()
         if replay in done:
             try:
                 replay.result()  # re-raise a failure of the replay
             except Exception as exc:
                 self.health.set("replay", ComponentState.FAULTED, f"{type(exc).__name__}: {exc}")
                 raise
+            if self.workers is not None:
+                # The workers' counters as of the last step, before the caller reads metrics
+                # (they report every few dozen steps otherwise, and finally when stopped).
+                await self.workers.sync()
             self.health.set("replay", ComponentState.STOPPED, "replay complete")
             return True
         self.log.warning("replay interrupted by a stop request")

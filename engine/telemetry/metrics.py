@@ -465,6 +465,12 @@ class EngineCollector(Collector):
             for agent, runner in runners:
                 fam.add_metric([agent], getattr(runner.stats, getter))
             yield fam
+        if workers is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}_agent_worker_rejected_messages",
+                "Messages from agent worker processes refused (not their own agents' outputs).",
+                value=workers.rejected,
+            )
         quarantines = CounterMetricFamily(
             f"{PREFIX}_agent_quarantines",
             "Times the agent was quarantined (too many failures in the window).",

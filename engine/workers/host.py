@@ -7,12 +7,14 @@ emit in the engine's own event loop. Everything they publish (signals, agent wat
 statuses) goes back in publish order; the engine's blender closes steps on their watermarks as
 on any agent's.
 
-Before anything else the process moves its frame channels off file descriptors 0 and 1 and
+Before it reads a frame, the process moves its frame channels off file descriptors 0 and 1 and
 points stdout at stderr: a plugin that prints cannot corrupt the stream, and its output still
 shows where the engine's logs go.
 
-The worker ends when the engine sends `Stop` (after the agents' ``on_stop`` and a final
-`Report`) or when its stdin closes (the engine is gone: nobody would read the results).
+The worker ends when the engine sends `Stop` (after the agents' ``on_stop``, a final `Report`
+and `Stopped`), or on its own with the reason in a `Failed` frame (a corrupt frame, an agent
+runner that died), or when the engine is gone (its input ends, its output breaks, or, on Linux,
+the engine's process dies): nobody would read the results.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import sys
 from collections.abc import Sequence
 
 from config import EngineConfig
+from config.enums import OverflowPolicy
 from config.models import secret_values
-from contracts import AgentState, topics
+from contracts import topics
 from engine.agent_host import AgentHostError, AgentHostSession
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.features.drift import DriftMonitor, DriftResult, sampled_observer
@@ -79,14 +82,11 @@ class WorkerHost:
             default_capacity=cfg.bus.default_capacity, default_policy=cfg.bus.default_policy
         )
         self._histograms = {name: LatencyHistogram() for name in start.agents}
-        self._states: dict[str, AgentState] = dict.fromkeys(start.agents, AgentState.STARTING)
         self._crash: BaseException | None = None
+        self._engine_gone = asyncio.Event()
         self.session: AgentHostSession | None = None
         self.drift: DriftMonitor | None = None
         self._syncs = 0
-
-    def _on_state(self, agent: str, state: AgentState, _reason: str) -> None:
-        self._states[agent] = state
 
     def _crashed(self, exc: BaseException) -> None:
         self._crash = exc
@@ -125,7 +125,13 @@ class WorkerHost:
         if missing:
             await self._send(Failed([f"agents not configured or disabled: {', '.join(missing)}"]))
             return 1
-        out = self.bus.subscribe(output_patterns(start.agents), name="worker.output", capacity=4096)
+        # BLOCK whatever the bus default: every signal and watermark must reach the engine.
+        out = self.bus.subscribe(
+            output_patterns(start.agents),
+            name="worker.output",
+            capacity=4096,
+            policy=OverflowPolicy.BLOCK,
+        )
         session = self.session = AgentHostSession(
             self.config,
             loaded,
@@ -133,7 +139,6 @@ class WorkerHost:
             log=self.log,
             on_crash=self._crashed,
             handler_latency=self._histograms.get,
-            on_state=self._on_state,
             lockstep=True,
             shared_features=False,  # it runs ahead of the engine: see AgentHostSession
         )
@@ -163,56 +168,64 @@ class WorkerHost:
         forward = asyncio.create_task(self._forward(out), name="worker-output")
         await self._send(Ready(os.getpid()))
         self.log.info("agent worker running", agents=list(start.agents), pid=os.getpid())
-        code = 0
-        try:
-            code = await self._serve(session)
-        finally:
+        serving = asyncio.create_task(self._serve(session), name="worker-serve")
+        gone = asyncio.create_task(self._engine_gone.wait(), name="worker-engine-gone")
+        await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not serving.done():  # the engine stopped reading: nobody wants the results
+            serving.cancel()
+            out.close()  # releases agents blocked on a full output mailbox
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
             await session.stop()
-            out.close()
-            with contextlib.suppress(Exception):
-                await forward  # drains what the agents published while stopping
+            return 1
+        try:
+            failure = serving.result()
+        except Exception as exc:
+            failure = f"agent worker failed: {type(exc).__name__}: {exc}"
+        await session.stop()  # the agents' on_stop; their last outputs go out before the end
+        out.close()
+        with contextlib.suppress(Exception):
+            await forward
         if self._crash is not None:
             self.log.error("an agent runner crashed in the worker", exc_info=self._crash)
-            code = 1
+            failure = failure or f"an agent runner crashed: {self._crash!r}"
         try:
             await self._send(self._report())
-            await self._send(Stopped())
-        except (ConnectionError, OSError):  # the engine is gone: nobody to tell
-            code = code or 1
-        return code
+            # Stopped only answers the engine's Stop; anything else ends with the reason.
+            await self._send(Stopped() if failure is None else Failed([failure]))
+        except (ConnectionError, OSError):
+            return 1
+        return 0 if failure is None else 1
 
-    async def _serve(self, session: AgentHostSession) -> int:
+    async def _serve(self, session: AgentHostSession) -> str | None:
+        """Handle the engine's frames until `Stop` (None) or a failure (its reason)."""
         every = max(self._start.report_every, 1)
         frames = 0
         while True:
             try:
                 frame = await read_from_engine(self._reader)
             except FrameError as exc:
-                self.log.error("corrupt frame from the engine; stopping", reason=str(exc))
-                return 1
+                return f"corrupt frame from the engine: {exc}"
             if frame is None:
-                self.log.warning("the engine closed the feed without Stop; stopping")
-                return 1
+                return "the engine closed the feed without Stop"
             if isinstance(frame, Stop):
-                return 0
+                return None
             if isinstance(frame, Sync):
                 self._syncs += 1
                 await self._send(self._report())
                 continue
-            if isinstance(frame, Feed):
-                try:
-                    for topic, message in frame.items:
-                        await session.feed(topic, message)
-                except AgentHostError as exc:
-                    self.log.error("agent worker cannot go on", reason=str(exc))
-                    return 1
-                frames += 1
-                if frames % every == 0:
-                    # counters often, drift (numpy over every tracked feature) 8x less often
-                    await self._send(self._report(evaluate_drift=frames % (8 * every) == 0))
-            else:  # a second Start
-                self.log.error("unexpected frame from the engine", frame=type(frame).__name__)
-                return 1
+            if not isinstance(frame, Feed):  # a second Start
+                return f"unexpected frame from the engine: {type(frame).__name__}"
+            try:
+                for topic, message in frame.items:
+                    await session.feed(topic, message)
+            except AgentHostError as exc:
+                return str(exc)
+            frames += 1
+            if frames % every == 0:
+                # counters often, drift (numpy over every tracked feature) 8x less often
+                await self._send(self._report(evaluate_drift=frames % (8 * every) == 0))
 
     async def _forward(self, sub: Subscription) -> None:
         while True:
@@ -223,7 +236,8 @@ class WorkerHost:
             try:
                 await self._send(Output(batch))
             except (ConnectionError, OSError):
-                return  # the engine is gone; the feed loop sees its end and stops the agents
+                self._engine_gone.set()  # `run` stops the agents and exits
+                return
 
 
 async def _open_channels() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -246,7 +260,25 @@ async def _open_channels() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return reader, writer
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the engine's process dies (it has its own session,
+    so a terminal's hang-up does not reach it, and a killed engine closes no pipe in time if
+    the worker is busy)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the engine died before that took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def serve() -> int:
+    _die_with_parent()
     reader, writer = await _open_channels()
     try:
         first = await read_from_engine(reader)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from config import EngineConfig
 from contracts import AgentState, AgentStatus, Contract, IdGenerator, Signal, topics
-from engine.agent_host import agent_output_check
+from engine.agent_host import agent_output_check, quarantined_status
 from engine.bus import MessageBus
 from engine.clock import Clock
 from engine.features.drift import DriftResult
@@ -114,6 +114,7 @@ class _Worker:
         self.rejected = 0
         self.syncs_sent = 0
         self.synced = 0
+        self.stop_sent = False
         self.progress = asyncio.Event()
         """Set when a `Report` answers a `Sync`, or when the worker is lost."""
 
@@ -149,7 +150,6 @@ class AgentWorkerPool(AsyncService):
         """Every agent in a worker, by name."""
         self.drift_results: dict[tuple[str, str], DriftResult] = {}
         """The latest drift statistics of the features the workers' agents publish."""
-        self.batches_sent = 0
 
     @property
     def lookahead(self) -> int:
@@ -160,6 +160,10 @@ class AgentWorkerPool(AsyncService):
     def rejected(self) -> int:
         """Messages from workers refused (not one of the worker's own agents' outputs)."""
         return sum(w.rejected for w in self._workers)
+
+    def exit_codes(self) -> dict[int, int | None]:
+        """Each worker's exit code (None while its process runs or before it started)."""
+        return {w.number: w.process.returncode if w.process else None for w in self._workers}
 
     def live_agents(self) -> list[str]:
         return [n for n, a in self.agents.items() if a.state is not AgentState.QUARANTINED]
@@ -216,7 +220,10 @@ class AgentWorkerPool(AsyncService):
         )
         w.writer.write(encode(start))
         await w.writer.drain()
-        timeout = self.config.supervisor.start_timeout_s + _START_MARGIN_S
+        sup = self.config.supervisor
+        # The agents' start as the supervisor runs it: up to max_failures attempts, each with
+        # its own timeout and a back-off (an agent that never starts is quarantined, not fatal).
+        timeout = sup.max_failures * (sup.start_timeout_s + sup.backoff_max_s) + _START_MARGIN_S
         try:
             async with asyncio.timeout(timeout):
                 frame = await read_from_worker(w.reader)
@@ -233,11 +240,12 @@ class AgentWorkerPool(AsyncService):
 
     # -- run ---------------------------------------------------------------------------------
 
-    async def feed(self, ts: datetime, batch: Sequence[tuple[str, object]]) -> None:
+    async def feed(self, _ts: datetime, batch: Sequence[tuple[str, object]]) -> None:
         """Send one step of the replay to every live worker (the replay calls this up to
-        `FEED_LOOKAHEAD_STEPS` steps before it publishes the step on the engine's bus)."""
+        `FEED_LOOKAHEAD_STEPS` steps before it publishes the step on the engine's bus). Waits
+        while a worker's pipe is full: a worker behind holds the replay, as a busy in-process
+        agent would."""
         data = encode(Feed(list(batch)))
-        self.batches_sent += 1
         live = [w for w in self._workers if not w.lost and w.writer is not None]
         for w in live:
             assert w.writer is not None
@@ -251,27 +259,29 @@ class AgentWorkerPool(AsyncService):
 
     async def sync(self, timeout_s: float = 30.0) -> None:
         """Wait until every live worker has reported its agents' counters as of every step fed
-        so far (the engine calls it when its replay ends, so the run's metrics and summary are
-        complete before anything is stopped). A worker that does not answer in `timeout_s` is
-        logged and left as it is."""
-        waiting = [w for w in self._workers if not w.lost and w.writer is not None]
-        for w in waiting:
-            assert w.writer is not None
-            w.syncs_sent += 1
-            w.progress.clear()
-            try:
+        so far (the engine calls it when its replay completes, so the run's metrics are
+        complete before anything is stopped). A worker that does not answer within
+        `timeout_s` is logged and left as it is: `stop` deals with it."""
+        await asyncio.gather(
+            *(self._sync(w, timeout_s) for w in self._workers if not w.lost and w.writer)
+        )
+
+    async def _sync(self, w: _Worker, timeout_s: float) -> None:
+        assert w.writer is not None
+        w.syncs_sent += 1
+        try:
+            async with asyncio.timeout(timeout_s):
                 w.writer.write(encode(Sync()))
                 await w.writer.drain()
-            except (ConnectionError, OSError) as exc:
-                await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
-        for w in waiting:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    while not w.lost and w.synced < w.syncs_sent:
-                        await w.progress.wait()
-                        w.progress.clear()
-            except TimeoutError:
-                self._log.error("agent worker did not report in time", worker=w.number)
+                while not w.lost and w.synced < w.syncs_sent:
+                    w.progress.clear()
+                    await w.progress.wait()
+        except TimeoutError:
+            self._log.error(
+                "agent worker did not report in time", worker=w.number, timeout_s=timeout_s
+            )
+        except (ConnectionError, OSError) as exc:
+            await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
 
     async def _read(self, w: _Worker) -> None:
         assert w.reader is not None
@@ -279,24 +289,33 @@ class AgentWorkerPool(AsyncService):
         while True:
             try:
                 frame = await read_from_worker(w.reader)
+                if frame is None:
+                    if not w.stopped.is_set():
+                        await self._lose(w, await self._exit_reason(w, "its output closed"))
+                    return
+                if w.lost:
+                    continue  # read to the end, but nothing of a lost worker counts any more
+                if isinstance(frame, Output):
+                    await self._publish(w, frame.items, check)
+                elif isinstance(frame, Report):
+                    self._apply(frame)
+                    if frame.syncs > w.synced:
+                        w.synced = frame.syncs
+                        w.progress.set()
+                elif isinstance(frame, Stopped) and w.stop_sent:
+                    w.stopped.set()
+                elif isinstance(frame, Stopped):
+                    await self._lose(w, "stopped although nobody asked it to")
+                elif isinstance(frame, Failed):
+                    await self._lose(w, "failed: " + "; ".join(frame.problems))
+                else:
+                    await self._lose(w, f"sent {type(frame).__name__} while running")
             except FrameError as exc:
                 await self._lose(w, f"sent a corrupt frame: {exc}")
                 return
-            if frame is None:
-                if not w.stopped.is_set():
-                    await self._lose(w, await self._exit_reason(w, "its output closed"))
-                return
-            if isinstance(frame, Output):
-                await self._publish(w, frame.items, check)
-            elif isinstance(frame, Report):
-                self._apply(frame)
-                if frame.syncs > w.synced:
-                    w.synced = frame.syncs
-                    w.progress.set()
-            elif isinstance(frame, Stopped):
-                w.stopped.set()
-            else:
-                await self._lose(w, f"sent {type(frame).__name__} while running")
+            except Exception as exc:  # a frame that decodes but cannot be used: same thing
+                self._log.error("agent worker output unusable", worker=w.number, exc_info=exc)
+                await self._lose(w, f"sent output that could not be used: {exc!r}")
                 return
 
     async def _publish(
@@ -350,24 +369,28 @@ class AgentWorkerPool(AsyncService):
 
     async def _exit_reason(self, w: _Worker, symptom: str) -> str:
         """Why a worker's pipe ended: its exit code once it has exited (it normally has, or
-        does within moments), else the symptom, and the process is killed."""
+        does within moments), else the symptom (`_lose` then kills it)."""
         proc = w.process
         if proc is None:
             return symptom
         try:
             code = await asyncio.wait_for(proc.wait(), 5.0)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            return f"broke its pipe ({symptom}) while still running; killed"
+            return f"broke its pipe ({symptom}) while still running"
         return f"exited unexpectedly (exit code {code})"
 
     async def _lose(self, w: _Worker, reason: str) -> None:
+        """The worker is gone for this run: kill what is left of it and quarantine each of its
+        agents that had not stopped, so the blender stops waiting for them."""
         if w.lost:
             return
         w.lost = True
         w.stopped.set()
         w.progress.set()
+        proc = w.process
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         self._log.error(
             "agent worker lost; its agents are quarantined", worker=w.number, reason=reason
         )
@@ -379,38 +402,35 @@ class AgentWorkerPool(AsyncService):
             self._set_state(name, AgentState.QUARANTINED, why)
             agent.stats.quarantines += 1
             agent.stats.last_error = why
-            now = self._clock.now()
             await self._bus.publish(
                 topics.agent_status(name),
-                AgentStatus(
-                    trace_id=self._ids.trace_id(),
-                    ts_event=now,
-                    ts_init=now,
-                    agent=name,
-                    state=AgentState.QUARANTINED,
-                    reason=why[:2000],
-                ),
+                quarantined_status(name, why, trace_id=self._ids.trace_id(), now=self._clock.now()),
             )
 
     # -- stop --------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        timeout = self.config.supervisor.stop_timeout_s * 2 + 5.0
-        await asyncio.gather(*(self._stop_worker(w, timeout) for w in self._workers))
+        grace = self.config.supervisor.stop_timeout_s * 2 + 5.0
+        await asyncio.gather(*(self._stop_worker(w, grace) for w in self._workers))
         self._log.info("agent workers stopped", rejected=self.rejected)
 
     async def _stop_worker(self, w: _Worker, grace_s: float) -> None:
+        """Stop, then wait for the agents' on_stop and the last report; a worker that does not
+        finish within `grace_s` (e.g. a hook that hangs) is killed and its agents quarantined."""
         proc = w.process
         if proc is None:
             return
         if not w.lost and w.writer is not None and proc.returncode is None:
-            with contextlib.suppress(ConnectionError, OSError):
-                w.writer.write(encode(Stop()))
-                await w.writer.drain()
+            w.stop_sent = True
             try:
-                await asyncio.wait_for(w.stopped.wait(), grace_s)
+                async with asyncio.timeout(grace_s):
+                    w.writer.write(encode(Stop()))
+                    await w.writer.drain()
+                    await w.stopped.wait()
             except TimeoutError:
-                self._log.error("agent worker did not stop in time; killing it", worker=w.number)
+                await self._lose(w, f"did not stop within {grace_s:g} s; killed")
+            except (ConnectionError, OSError) as exc:
+                await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
         if w.writer is not None:
             with contextlib.suppress(Exception):
                 w.writer.close()
@@ -421,7 +441,7 @@ class AgentWorkerPool(AsyncService):
                 proc.kill()
             await proc.wait()
         if w.task is not None:
-            # After Stopped only the end of the stream is left to read.
+            # After Stopped (or a kill) only the end of the stream is left to read.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(w.task, 5.0)
             if not w.task.done():

@@ -279,3 +279,51 @@ worker = {value}
 """
     problems = _problems(text)
     assert [p.path for p in problems] == ["agents[0].worker"]
+
+
+WORKER_AGENT = """[[agents]]
+name = "momentum"
+path = "plugins.momentum:TimeSeriesMomentumAgent"
+worker = 1
+"""
+
+REPLAY_SOURCE = """[[sources]]
+kind = "replay"
+name = "stocks"
+paths = ["bundled:us_stocks_20_daily_close.csv.gz"]
+layout = "wide"
+"""
+
+
+def test_load_when_worker_agent_but_no_replay_source_then_problem_at_worker() -> None:
+    # Arrange: worker processes are fed by the engine's replay
+    # Act
+    problems = _problems(WORKER_AGENT)
+    # Assert
+    assert [p.path for p in problems] == ["agents[0].worker"]
+    assert "no replay source" in problems[0].message
+
+
+def test_load_when_worker_agent_and_ingress_may_carry_bars_then_problem_names_the_route() -> None:
+    # Arrange: an ingress route with every type allowed could put bars on the engine's bus,
+    # which agents in worker processes would never see
+    text = f"""[kafka]
+enabled = true
+ingress = [{{ topic = "market.bars" }}, {{ topic = "ext.signals", types = ["Signal"] }}]
+{WORKER_AGENT}
+{REPLAY_SOURCE}"""
+    # Act
+    problems = _problems(text)
+    # Assert
+    assert [p.path for p in problems] == ["agents[0].worker"]
+    assert "kafka.ingress[0] (market.bars)" in problems[0].message
+
+
+def test_load_when_worker_agent_with_replay_and_signal_only_ingress_then_valid() -> None:
+    text = f"""[kafka]
+enabled = true
+ingress = [{{ topic = "ext.signals", types = ["Signal"] }}, {{ topic = "x", bus_prefix = "ext" }}]
+{WORKER_AGENT}
+{REPLAY_SOURCE}"""
+    cfg = load_config_text(text, source="engine.toml", env={})
+    assert cfg.agents[0].worker == 1

@@ -151,10 +151,11 @@ def test_model_when_assigned_after_load_then_frozen() -> None:
 
 def test_hash_when_only_agent_worker_placement_changes_then_hash_unchanged() -> None:
     # Arrange: where an agent runs (the engine's loop or a worker process) changes no decision
-    base = load_config_text(TEXT, env={})
+    text = TEXT + '[[sources]]\nkind = "replay"\nname = "s"\npaths = ["prices.csv"]\n'
+    base = load_config_text(text, env={})
 
     # Act
-    moved = load_config_text(TEXT, env={"TRADEENGINE__AGENTS__0__WORKER": "2"})
+    moved = load_config_text(text, env={"TRADEENGINE__AGENTS__0__WORKER": "2"})
 
     # Assert
     assert moved.agents[0].worker == 2

@@ -113,10 +113,17 @@ class Printer(Agent[NoParams]):
     async def on_bar(self, bar: Bar) -> None:
         print("a plugin printing to stdout:", bar.symbol, bar.close)
         self.signal(bar.symbol, mu=0.001, sigma=0.02, horizon="1d", confidence=0.5)
+
+
+class AlwaysFails(Agent[NoParams]):
+    async def on_bar(self, bar: Bar) -> None:
+        raise ValueError(f"cannot handle {bar.symbol}")
 '''
 
 
-def _config_text(agents: str) -> str:
+def _config_text(agents: str, *, reversal_worker: int = 0) -> str:
+    """`agents` plus the reversal agent (on the engine's loop unless `reversal_worker`), on six
+    stocks of the bundled data."""
     return textwrap.dedent(
         f"""
         [engine]
@@ -128,6 +135,7 @@ def _config_text(agents: str) -> str:
         name = "reversal"
         path = "plugins.reversal:ShortTermReversalAgent"
         params = {{ lookback = 5, min_samples = 200 }}
+        worker = {reversal_worker}
 
         [[sources]]
         kind = "replay"
@@ -153,7 +161,7 @@ def worker_test_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("worker_test_agents")
 async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_completes(
-    tmp_path: Path,
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Arrange: the killer in worker 1, a printing agent in worker 2, reversal in process
     cfg = load_config_text(
@@ -200,8 +208,15 @@ async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_
     assert engine.pipeline is not None
     assert printer.stats.handled == engine.pipeline.stats.bars
     assert printer.stats.signals == printer.stats.handled
+    assert (
+        engine.blender.stats.signals
+        == printer.stats.signals + summary.agents["reversal"]["signals"]
+    )
     assert workers.rejected == 0
     assert engine.blender.stats.late_signals == 0
+    assert "a plugin printing to stdout: KO" in capfd.readouterr().err
+    assert workers.exit_codes()[2] == 0
+    assert workers.exit_codes()[1] == 3
 
 
 async def test_start_when_worker_cannot_host_its_agent_then_error_names_worker_and_problem() -> (
@@ -269,3 +284,95 @@ async def test_engine_start_when_worker_agent_class_fails_in_worker_then_startup
     assert "this module needs ONLY_IN_ENGINE=1" in problem
     assert engine.workers is not None
     await engine.stop()
+
+
+@pytest.mark.usefixtures("worker_test_agents")
+async def test_run_when_agent_in_worker_keeps_failing_then_quarantined_there_and_run_completes(
+    tmp_path: Path,
+) -> None:
+    # Arrange: the supervisor inside the worker quarantines the agent after max_failures; the
+    # worker must not wait for it any more (lock-step) and the engine's blender neither
+    cfg = load_config_text(
+        _config_text(
+            """
+            [[agents]]
+            name = "failing"
+            path = "worker_test_agents:AlwaysFails"
+            worker = 1
+            """
+        ),
+        env={},
+    )
+    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
+    engine.prepare()
+    # Act
+    async with engine:
+        completed = await engine.run()
+    # Assert
+    assert completed
+    assert engine.workers is not None
+    failing = engine.workers.agents["failing"]
+    assert failing.state is AgentState.QUARANTINED
+    assert failing.stats.failed == cfg.supervisor.max_failures
+    assert failing.stats.last_error is not None
+    assert "cannot handle" in failing.stats.last_error
+    assert engine.blender is not None
+    assert engine.blender.stats.quarantined_agents == ["failing"]
+    assert engine.workers.exit_codes() == {1: 0}  # the worker itself stopped cleanly
+    assert engine.summary(completed=True).agents["reversal"]["signals"] > 0
+
+
+async def test_replay_when_every_agent_runs_in_workers_then_same_decisions_as_in_process(
+    tmp_path: Path,
+) -> None:
+    # Arrange: no agent left on the engine's loop, so nothing but the replay's own watermarks
+    # keeps the blender from closing steps the workers computed ahead of the engine
+    text = _config_text(
+        """
+        [[agents]]
+        name = "rsi"
+        path = "plugins.rsi:RsiReversionAgent"
+        params = { period = 14, min_samples = 200 }
+        worker = 2
+        """,
+        reversal_worker=1,
+    )
+    in_workers = load_config_text(text, env={})
+    assert [a.worker for a in in_workers.agents] == [2, 1]
+    # Act
+    split, split_signals, split_opps = await _run(in_workers, tmp_path / "split")
+    _single, single_signals, single_opps = await _run(_in_process(in_workers), tmp_path / "one")
+    # Assert
+    assert split.supervisor is not None
+    assert split.supervisor.runners == {}
+    assert len(split_opps) > 100
+    assert split_opps == single_opps
+    assert sorted(split_signals) == sorted(single_signals)
+    a, b = (Journal(tmp_path / d / "journal.sqlite") for d in ("split", "one"))
+    assert {t: a.table_digest(t) for t in TABLES} == {t: b.table_digest(t) for t in TABLES}
+
+
+async def test_run_when_stop_requested_mid_run_then_workers_stopped_and_run_returns_false(
+    tmp_path: Path,
+) -> None:
+    # Arrange
+    engine = Engine(
+        on_free_port(default_config()),
+        options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"),
+    )
+    engine.prepare()
+
+    def stop_after_a_while(i: int, _ts: object) -> None:
+        if i == 100:
+            engine.request_stop()
+
+    # Act
+    async with engine:
+        completed = await engine.run(on_step=stop_after_a_while)
+    # Assert: interrupted, every worker asked to stop and gone, its agents stopped in order
+    assert not completed
+    assert engine.workers is not None
+    assert engine.workers.exit_codes() == {1: 0}
+    assert {a.state for a in engine.workers.agents.values()} == {AgentState.STOPPED}
+    assert engine.pipeline is not None
+    assert 100 <= engine.pipeline.stats.steps < 200
