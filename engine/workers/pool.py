@@ -72,7 +72,7 @@ FEED_LOOKAHEAD_STEPS = 64
 (a step is published when the previous one went through the pipeline), so a worker fed only
 at publication would idle while the engine blends and trades; fed ahead, it computes the next
 steps meanwhile. Its signals wait in the blender, which blends a step only when every agent's
-watermark has passed it, so the decisions do not change."""
+watermark has passed it and the replay has published it, so the decisions do not change."""
 
 _ENGINE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _START_MARGIN_S = 30.0
