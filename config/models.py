@@ -1195,7 +1195,8 @@ class EngineConfig(ConfigModel):
         market = {"Bar", "MacroObservation", "SocialPost"}
         if self.kafka.enabled:
             for j, route in enumerate(self.kafka.ingress):
-                if route.bus_prefix or (route.types is not None and not market & set(route.types)):
+                # unset or empty `types` = every contract type (as the bridge reads it)
+                if route.bus_prefix or (route.types and not market & set(route.types)):
                     continue
                 found += [
                     (

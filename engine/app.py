@@ -704,6 +704,7 @@ class Engine(AsyncService):
             on_crash=self._blender_failed,
             latency=self._observed(self.telemetry.metrics.stage.labels("blender")),
             chain=self.telemetry.chain,
+            sources=[s.name for s in cfg.sources],
         )
 
     def _build_supervisor(

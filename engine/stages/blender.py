@@ -446,7 +446,10 @@ class BlenderStage(AsyncService):
         on_crash: Callable[[BaseException], None] | None = None,
         latency: LatencyObserver | None = None,
         chain: ChainTracer | None = None,
+        sources: Sequence[str] = (),
     ) -> None:
+        """`sources`: the replay's sources; no step closes before all of them have published
+        it (see `_target`)."""
         if min_signals < 1:
             raise ValueError(f"min_signals must be >= 1, got {min_signals}")
         self._bus = bus
@@ -465,6 +468,7 @@ class BlenderStage(AsyncService):
         self._name = name
         self._agent_marks: dict[str, datetime] = {}
         self._source_marks: dict[str, datetime] = {}
+        self._sources = tuple(sorted(set(sources)))
         # step -> symbol -> agent -> signal
         self._pending: dict[datetime, dict[str, dict[str, Signal]]] = {}
         self._closed: datetime | None = None
@@ -638,22 +642,24 @@ class BlenderStage(AsyncService):
 
     def _target(self) -> datetime | None:
         """Up to where every step is complete: min over live agents, else over sources; never
-        past the sources' watermarks when there are any. In process an agent cannot pass the
+        past what every configured source has published. In process an agent cannot pass the
         step its sources published, but an agent fed ahead (in a worker process) can, and a
         step must not close before the engine has published it."""
-        sources = self._source_marks
+        marks = self._source_marks
         if self._live:
             if len(self._agent_marks) < len(self._live):
                 return None  # some live agent has not reported any step yet
             target = min(self._agent_marks[a] for a in self._live)
-            if sources:
-                published = min(sources.values())
+            for source in self._sources:
+                published = marks.get(source)
+                if published is None:
+                    return None  # the replay has not published its first step yet
                 if published < target:
                     target = published
             return target
-        if not sources:
+        if not marks:
             return None
-        return min(sources.values())
+        return min(marks.values())
 
     async def _advance(self) -> None:
         target = self._target()

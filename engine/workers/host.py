@@ -84,6 +84,8 @@ class WorkerHost:
         self._histograms = {name: LatencyHistogram() for name in start.agents}
         self._crash: BaseException | None = None
         self._engine_gone = asyncio.Event()
+        """Set when nothing more can reach the engine (see `_forward_failure` for why)."""
+        self._forward_failure: str | None = None
         self.session: AgentHostSession | None = None
         self.drift: DriftMonitor | None = None
         self._syncs = 0
@@ -172,12 +174,16 @@ class WorkerHost:
         gone = asyncio.create_task(self._engine_gone.wait(), name="worker-engine-gone")
         await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
-        if not serving.done():  # the engine stopped reading: nobody wants the results
+        if not serving.done():  # nothing more reaches the engine: stop the agents and end
             serving.cancel()
             out.close()  # releases agents blocked on a full output mailbox
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
             await session.stop()
+            if self._forward_failure is not None:  # the pipe still works: say why
+                self.log.error("agent worker cannot go on", reason=self._forward_failure)
+                with contextlib.suppress(ConnectionError, OSError):
+                    await self._send(Failed([self._forward_failure]))
             return 1
         try:
             failure = serving.result()
@@ -237,6 +243,10 @@ class WorkerHost:
                 await self._send(Output(batch))
             except (ConnectionError, OSError):
                 self._engine_gone.set()  # `run` stops the agents and exits
+                return
+            except Exception as exc:  # e.g. an output that does not pickle: the worker fails
+                self._forward_failure = f"cannot send its agents' output: {exc!r}"
+                self._engine_gone.set()
                 return
 
 

@@ -306,8 +306,8 @@ class AgentWorkerPool(AsyncService):
                     w.stopped.set()
                 elif isinstance(frame, Stopped):
                     await self._lose(w, "stopped although nobody asked it to")
-                elif isinstance(frame, Failed):
-                    await self._lose(w, "failed: " + "; ".join(frame.problems))
+                elif isinstance(frame, Failed):  # its last frame: it exits by itself
+                    await self._lose(w, "failed: " + "; ".join(frame.problems), kill=False)
                 else:
                     await self._lose(w, f"sent {type(frame).__name__} while running")
             except FrameError as exc:
@@ -379,16 +379,17 @@ class AgentWorkerPool(AsyncService):
             return f"broke its pipe ({symptom}) while still running"
         return f"exited unexpectedly (exit code {code})"
 
-    async def _lose(self, w: _Worker, reason: str) -> None:
-        """The worker is gone for this run: kill what is left of it and quarantine each of its
-        agents that had not stopped, so the blender stops waiting for them."""
+    async def _lose(self, w: _Worker, reason: str, *, kill: bool = True) -> None:
+        """The worker is gone for this run: kill what is left of it (unless it is ending on its
+        own) and quarantine each of its agents that was not stopped on the engine's request, so
+        the blender stops waiting for them."""
         if w.lost:
             return
         w.lost = True
         w.stopped.set()
         w.progress.set()
         proc = w.process
-        if proc is not None and proc.returncode is None:
+        if kill and proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         self._log.error(
@@ -396,7 +397,11 @@ class AgentWorkerPool(AsyncService):
         )
         for name in w.agents:
             agent = self.agents[name]
-            if agent.state in (AgentState.QUARANTINED, AgentState.STOPPED):
+            # An agent the worker stopped on its own (it stops them all before it ends with
+            # Failed) must be quarantined too, or the blender would wait for it forever.
+            if agent.state is AgentState.QUARANTINED or (
+                agent.state is AgentState.STOPPED and w.stop_sent
+            ):
                 continue
             why = f"agent worker {w.number} {reason}"
             self._set_state(name, AgentState.QUARANTINED, why)
@@ -410,7 +415,9 @@ class AgentWorkerPool(AsyncService):
     # -- stop --------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        grace = self.config.supervisor.stop_timeout_s * 2 + 5.0
+        # The worker's own supervisor may take 2x stop_timeout_s, then each on_stop up to one
+        # more; before Stop it finishes the steps it was fed ahead.
+        grace = self.config.supervisor.stop_timeout_s * 3 + 10.0
         await asyncio.gather(*(self._stop_worker(w, grace) for w in self._workers))
         self._log.info("agent workers stopped", rejected=self.rejected)
 

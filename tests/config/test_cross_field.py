@@ -327,3 +327,15 @@ ingress = [{{ topic = "ext.signals", types = ["Signal"] }}, {{ topic = "x", bus_
 {REPLAY_SOURCE}"""
     cfg = load_config_text(text, source="engine.toml", env={})
     assert cfg.agents[0].worker == 1
+
+
+def test_load_when_worker_agent_and_ingress_types_empty_then_problem_as_for_every_type() -> None:
+    # an empty `types` list admits every contract type, as an unset one does
+    text = f"""[kafka]
+enabled = true
+ingress = [{{ topic = "everything", types = [] }}]
+{WORKER_AGENT}
+{REPLAY_SOURCE}"""
+    problems = _problems(text)
+    assert [p.path for p in problems] == ["agents[0].worker"]
+    assert "kafka.ingress[0] (everything)" in problems[0].message

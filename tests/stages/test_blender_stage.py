@@ -29,7 +29,14 @@ from tests.stages.factories import T0, make_signal, make_watermark, step, tid
 class Rig:
     """A bus, a running BlenderStage and a collector of what it publishes."""
 
-    def __init__(self, agents: Sequence[str], *, seed: int = 1, min_signals: int = 1) -> None:
+    def __init__(
+        self,
+        agents: Sequence[str],
+        *,
+        seed: int = 1,
+        min_signals: int = 1,
+        sources: Sequence[str] = (),
+    ) -> None:
         self.bus = MessageBus(default_capacity=1024)
         self.clock = ReplayClock(T0)
         self.stage = BlenderStage(
@@ -40,6 +47,7 @@ class Rig:
             ids=IdGenerator(seed),
             log=get_logger("blender"),
             min_signals=min_signals,
+            sources=sources,
         )
         self.out: Subscription = self.bus.subscribe(
             [topics.ALL_OPPORTUNITIES, topics.stage_watermark("blender")], name="collector"
@@ -233,25 +241,42 @@ async def test_stage_when_agents_live_then_source_watermarks_do_not_close_steps(
     assert rig2.received == []
 
 
-async def test_stage_when_agents_ahead_of_the_sources_then_steps_close_as_sources_publish(
-    rig2: Rig,
-) -> None:
-    # Arrange: the replay has published step 0; both agents (fed ahead, in a worker process)
-    # are already done with steps 0-2
-    await rig2.send(make_watermark("replay", step(0)), source=True)
-    await rig2.send(
+async def test_stage_when_agents_ahead_of_the_sources_then_steps_close_as_sources_publish() -> None:
+    # Arrange: both agents (fed ahead, in a worker process) are done with steps 0-2 before the
+    # replay has published anything; a foreign source watermark (e.g. bridged from Kafka)
+    # must not stand in for the replay's own
+    rig = Rig(["a", "b"], sources=["replay", "rates"])
+    await rig.stage.start()
+    await rig.send(
         make_signal("a", ts=step(1)),
         make_signal("b", ts=step(1)),
         make_watermark("a", step(2)),
         make_watermark("b", step(2)),
     )
-    closed_before = list(rig2.watermarks)
+    await rig.send(make_watermark("elsewhere", step(2)), source=True)
+    closed_before_any = list(rig.watermarks)
+    await rig.send(make_watermark("replay", step(0)), make_watermark("rates", step(0)), source=True)
+    closed_after_step_0 = list(rig.watermarks)
     # Act
-    await rig2.send(make_watermark("replay", step(1)), source=True)
-    # Assert: each step closes once the replay has published it, not before
-    assert closed_before == [step(0)]
-    assert rig2.watermarks == [step(0), step(1)]
-    assert [o.ts_event for o in rig2.opportunities] == [step(1)]
+    await rig.send(make_watermark("replay", step(1)), make_watermark("rates", step(1)), source=True)
+    await rig.stage.stop()
+    # Assert: each step closes once every replay source has published it, not before
+    assert closed_before_any == []
+    assert closed_after_step_0 == [step(0)]
+    assert rig.watermarks == [step(0), step(1)]
+    assert [o.ts_event for o in rig.opportunities] == [step(1)]
+
+
+async def test_stage_when_sources_given_and_agents_behind_then_agents_decide() -> None:
+    # Arrange: the in-process case: the sources are ahead of the agents, the cap never binds
+    rig = Rig(["a", "b"], sources=["replay"])
+    await rig.stage.start()
+    await rig.send(make_watermark("replay", step(1)), source=True)
+    # Act
+    await rig.send(make_watermark("a", step(0)), make_watermark("b", step(0)))
+    await rig.stage.stop()
+    # Assert
+    assert rig.watermarks == [step(0)]
 
 
 async def test_stage_when_fewer_than_min_signals_then_symbol_skipped_step_closed() -> None:

@@ -376,3 +376,47 @@ async def test_run_when_stop_requested_mid_run_then_workers_stopped_and_run_retu
     assert {a.state for a in engine.workers.agents.values()} == {AgentState.STOPPED}
     assert engine.pipeline is not None
     assert 100 <= engine.pipeline.stats.steps < 200
+
+
+async def test_run_when_worker_fails_on_its_own_mid_run_then_agents_quarantined_run_completes(
+    tmp_path: Path,
+) -> None:
+    # Arrange: garbage on a worker's input mid-run (as a torn pipe or a bug would leave it):
+    # the worker stops its agents, ends with Failed and the reason, and the engine must not
+    # take its agents' STOPPED for a clean stop (it would wait for their watermarks forever)
+    text = _config_text(
+        """
+        [[agents]]
+        name = "rsi"
+        path = "plugins.rsi:RsiReversionAgent"
+        params = { period = 14, min_samples = 200 }
+        worker = 1
+        """
+    )
+    engine = Engine(
+        load_config_text(text, env={}),
+        options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"),
+    )
+    engine.prepare()
+
+    def corrupt_the_pipe(i: int, _ts: object) -> None:
+        if i == 50:
+            assert engine.workers is not None
+            (worker,) = engine.workers._workers  # a test reaching in: no API writes garbage
+            assert worker.writer is not None
+            worker.writer.write(b"\x00\x00\x00\x08not a pickle")
+
+    # Act
+    async with engine:
+        completed = await engine.run(on_step=corrupt_the_pipe)
+    # Assert
+    assert completed
+    assert engine.workers is not None
+    rsi = engine.workers.agents["rsi"]
+    assert rsi.state is AgentState.QUARANTINED
+    assert rsi.stats.last_error is not None
+    assert "agent worker 1 failed: corrupt frame from the engine" in rsi.stats.last_error
+    assert engine.blender is not None
+    assert engine.blender.stats.quarantined_agents == ["rsi"]
+    assert engine.workers.exit_codes() == {1: 1}
+    assert engine.summary(completed=True).agents["reversal"]["signals"] > 0
