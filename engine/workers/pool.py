@@ -235,7 +235,9 @@ class AgentWorkerPool(AsyncService):
             return []
         if isinstance(frame, Failed):
             return frame.problems
-        code = await w.process.wait() if frame is None else None
+        if frame is not None:
+            return [f"sent {type(frame).__name__} before it was ready"]
+        code = await w.process.wait()
         return [f"exited while starting (exit code {code}); see its log above"]
 
     # -- run ---------------------------------------------------------------------------------

@@ -42,9 +42,21 @@ def _drain(sub: Subscription) -> list[str]:
     return out
 
 
-async def _run(cfg: EngineConfig, run_dir: Path) -> tuple[Engine, list[str], list[str]]:
+def _engine(cfg: EngineConfig, run_dir: Path) -> Engine:
     engine = Engine(on_free_port(cfg), options=RunOptions(start=START, end=END, run_dir=run_dir))
     engine.prepare()
+    return engine
+
+
+async def _replay_to_end(cfg: EngineConfig, run_dir: Path) -> tuple[Engine, bool]:
+    engine = _engine(cfg, run_dir)
+    async with engine:
+        completed = await engine.run()
+    return engine, completed
+
+
+async def _run(cfg: EngineConfig, run_dir: Path) -> tuple[Engine, list[str], list[str]]:
+    engine = _engine(cfg, run_dir)
     async with engine:
         signals = engine.bus.subscribe("signal.>", name="test.signals", capacity=1 << 21)
         opportunities = engine.bus.subscribe(
@@ -180,11 +192,8 @@ async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_
         ),
         env={},
     )
-    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
-    engine.prepare()
     # Act
-    async with engine:
-        completed = await engine.run()
+    engine, completed = await _replay_to_end(cfg, tmp_path / "run")
     # Assert: the run went on to the end without the dead worker's agent
     assert completed
     workers = engine.workers
@@ -272,8 +281,7 @@ async def test_engine_start_when_worker_agent_class_fails_in_worker_then_startup
         ),
         env={},
     )
-    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
-    engine.prepare()
+    engine = _engine(cfg, tmp_path / "run")
     monkeypatch.setenv("ONLY_IN_ENGINE", "0")  # what the worker will see
     # Act
     with pytest.raises(StartupError) as caught:
@@ -303,11 +311,8 @@ async def test_run_when_agent_in_worker_keeps_failing_then_quarantined_there_and
         ),
         env={},
     )
-    engine = Engine(cfg, options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"))
-    engine.prepare()
     # Act
-    async with engine:
-        completed = await engine.run()
+    engine, completed = await _replay_to_end(cfg, tmp_path / "run")
     # Assert
     assert completed
     assert engine.workers is not None
@@ -356,11 +361,7 @@ async def test_run_when_stop_requested_mid_run_then_workers_stopped_and_run_retu
     tmp_path: Path,
 ) -> None:
     # Arrange
-    engine = Engine(
-        on_free_port(default_config()),
-        options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"),
-    )
-    engine.prepare()
+    engine = _engine(default_config(), tmp_path / "run")
 
     def stop_after_a_while(i: int, _ts: object) -> None:
         if i == 100:
@@ -393,11 +394,7 @@ async def test_run_when_worker_fails_on_its_own_mid_run_then_agents_quarantined_
         worker = 1
         """
     )
-    engine = Engine(
-        load_config_text(text, env={}),
-        options=RunOptions(start=START, end=END, run_dir=tmp_path / "run"),
-    )
-    engine.prepare()
+    engine = _engine(load_config_text(text, env={}), tmp_path / "run")
 
     def corrupt_the_pipe(i: int, _ts: object) -> None:
         if i == 50:
