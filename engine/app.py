@@ -399,12 +399,13 @@ class Engine(AsyncService):
         cfg = self.config.kafka
         if not cfg.enabled:
             return
+        from engine.agent_host import agent_output_check
         from engine.kafka.admin import TopicAdmin, TopicsMissingError
         from engine.kafka.bridge import KafkaBridge, safe_name, spool_path
         from engine.kafka.egress import EgressRoute
         from engine.kafka.ingress import IngressRoute
         from engine.kafka.lvc import LastValueCache
-        from engine.kafka.remote import FEED_PATTERNS, REMOTE_OUTPUT_TYPES, remote_output_check
+        from engine.kafka.remote import FEED_PATTERNS, REMOTE_OUTPUT_TYPES
 
         remote = self.remote_agents
         log = get_logger("engine").bind(subsystem="kafka")
@@ -446,7 +447,7 @@ class Engine(AsyncService):
                     cfg.remote_agents.agents_topic,
                     types=REMOTE_OUTPUT_TYPES,
                     run_id=lambda: self.run_id,
-                    check=remote_output_check(remote),
+                    check=agent_output_check(remote),  # only its remote agents' own outputs
                 )
             )
         lvc = None

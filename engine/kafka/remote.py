@@ -45,7 +45,7 @@ from contracts import (
     Watermark,
     topics,
 )
-from engine.agent_host import SOURCE_WATERMARK_PREFIX, AgentHostSession, agent_output_check
+from engine.agent_host import SOURCE_WATERMARK_PREFIX, AgentHostSession
 from engine.app import derive_ids
 from engine.bus import MessageBus, Subscription, SubscriptionClosed
 from engine.kafka.bridge import KafkaBridge, spool_path
@@ -67,10 +67,6 @@ FEED_PATTERNS = (
 FEED_TYPES = frozenset({"RunControl", "Bar", "MacroObservation", "SocialPost", "Watermark"})
 REMOTE_OUTPUT_TYPES = frozenset({"Signal", "Watermark", "AgentStatus"})
 """What the engine accepts from remote agents."""
-
-
-remote_output_check = agent_output_check
-"""The engine's rule for the agents topic: only its remote agents, only their own topics."""
 
 
 class RemoteAgentWatchdog:
@@ -386,6 +382,5 @@ __all__ = [
     "RemoteAgentError",
     "RemoteAgentHost",
     "RemoteAgentWatchdog",
-    "remote_output_check",
     "run_remote_agent",
 ]

@@ -257,7 +257,7 @@ class AgentWorkerPool(AsyncService):
             try:
                 await w.writer.drain()
             except (ConnectionError, OSError) as exc:
-                await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
+                await self._lose_pipe(w, exc)
 
     async def sync(self, timeout_s: float = 30.0) -> None:
         """Wait until every live worker has reported its agents' counters as of every step fed
@@ -283,7 +283,7 @@ class AgentWorkerPool(AsyncService):
                 "agent worker did not report in time", worker=w.number, timeout_s=timeout_s
             )
         except (ConnectionError, OSError) as exc:
-            await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
+            await self._lose_pipe(w, exc)
 
     async def _read(self, w: _Worker) -> None:
         assert w.reader is not None
@@ -381,6 +381,10 @@ class AgentWorkerPool(AsyncService):
             return f"broke its pipe ({symptom}) while still running"
         return f"exited unexpectedly (exit code {code})"
 
+    async def _lose_pipe(self, w: _Worker, exc: BaseException) -> None:
+        """Writing to the worker failed: lost, with its exit code when it has one."""
+        await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
+
     async def _lose(self, w: _Worker, reason: str, *, kill: bool = True) -> None:
         """The worker is gone for this run: kill what is left of it (unless it is ending on its
         own) and quarantine each of its agents that was not stopped on the engine's request, so
@@ -439,7 +443,7 @@ class AgentWorkerPool(AsyncService):
             except TimeoutError:
                 await self._lose(w, f"did not stop within {grace_s:g} s; killed")
             except (ConnectionError, OSError) as exc:
-                await self._lose(w, await self._exit_reason(w, f"{type(exc).__name__}: {exc}"))
+                await self._lose_pipe(w, exc)
         if w.writer is not None:
             with contextlib.suppress(Exception):
                 w.writer.close()

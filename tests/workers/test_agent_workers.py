@@ -133,10 +133,10 @@ class AlwaysFails(Agent[NoParams]):
 '''
 
 
-def _config_text(agents: str, *, reversal_worker: int = 0) -> str:
+def _config(agents: str, *, reversal_worker: int = 0) -> EngineConfig:
     """`agents` plus the reversal agent (on the engine's loop unless `reversal_worker`), on six
     stocks of the bundled data."""
-    return textwrap.dedent(
+    text = textwrap.dedent(
         f"""
         [engine]
         seed = 5
@@ -160,6 +160,7 @@ def _config_text(agents: str, *, reversal_worker: int = 0) -> str:
         port = 0
         """
     )
+    return load_config_text(text, env={})
 
 
 @pytest.fixture
@@ -176,9 +177,8 @@ async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Arrange: the killer in worker 1, a printing agent in worker 2, reversal in process
-    cfg = load_config_text(
-        _config_text(
-            """
+    cfg = _config(
+        """
             [[agents]]
             name = "killer"
             path = "worker_test_agents:ProcessKiller"
@@ -189,8 +189,6 @@ async def test_run_when_worker_process_dies_then_its_agents_quarantined_and_run_
             path = "worker_test_agents:Printer"
             worker = 2
             """
-        ),
-        env={},
     )
     # Act
     engine, completed = await _replay_to_end(cfg, tmp_path / "run")
@@ -270,16 +268,13 @@ async def test_engine_start_when_worker_agent_class_fails_in_worker_then_startup
         "from worker_test_agents import Printer as EngineOnly\n"
     )
     monkeypatch.setenv("ONLY_IN_ENGINE", "1")
-    cfg = load_config_text(
-        _config_text(
-            """
+    cfg = _config(
+        """
             [[agents]]
             name = "engine_only"
             path = "engine_only:EngineOnly"
             worker = 1
             """
-        ),
-        env={},
     )
     engine = _engine(cfg, tmp_path / "run")
     monkeypatch.setenv("ONLY_IN_ENGINE", "0")  # what the worker will see
@@ -300,16 +295,13 @@ async def test_run_when_agent_in_worker_keeps_failing_then_quarantined_there_and
 ) -> None:
     # Arrange: the supervisor inside the worker quarantines the agent after max_failures; the
     # worker must not wait for it any more (lock-step) and the engine's blender neither
-    cfg = load_config_text(
-        _config_text(
-            """
+    cfg = _config(
+        """
             [[agents]]
             name = "failing"
             path = "worker_test_agents:AlwaysFails"
             worker = 1
             """
-        ),
-        env={},
     )
     # Act
     engine, completed = await _replay_to_end(cfg, tmp_path / "run")
@@ -332,7 +324,7 @@ async def test_replay_when_every_agent_runs_in_workers_then_same_decisions_as_in
 ) -> None:
     # Arrange: no agent left on the engine's loop, so nothing but the replay's own watermarks
     # keeps the blender from closing steps the workers computed ahead of the engine
-    text = _config_text(
+    in_workers = _config(
         """
         [[agents]]
         name = "rsi"
@@ -342,7 +334,6 @@ async def test_replay_when_every_agent_runs_in_workers_then_same_decisions_as_in
         """,
         reversal_worker=1,
     )
-    in_workers = load_config_text(text, env={})
     assert [a.worker for a in in_workers.agents] == [2, 1]
     # Act
     split, split_signals, split_opps = await _run(in_workers, tmp_path / "split")
@@ -385,7 +376,7 @@ async def test_run_when_worker_fails_on_its_own_mid_run_then_agents_quarantined_
     # Arrange: garbage on a worker's input mid-run (as a torn pipe or a bug would leave it):
     # the worker stops its agents, ends with Failed and the reason, and the engine must not
     # take its agents' STOPPED for a clean stop (it would wait for their watermarks forever)
-    text = _config_text(
+    cfg = _config(
         """
         [[agents]]
         name = "rsi"
@@ -394,7 +385,7 @@ async def test_run_when_worker_fails_on_its_own_mid_run_then_agents_quarantined_
         worker = 1
         """
     )
-    engine = _engine(load_config_text(text, env={}), tmp_path / "run")
+    engine = _engine(cfg, tmp_path / "run")
 
     def corrupt_the_pipe(i: int, _ts: object) -> None:
         if i == 50:
